@@ -1,0 +1,392 @@
+"""ONNX -> IR.
+
+The batch dimension (axis 0 of every activation) is stripped: IR shapes are per sample.
+Sub-graphs that only depend on constants (including `Shape` of an activation, whose per-sample
+dimensions are static) are evaluated at import with onnx's reference evaluator, which removes
+the shape arithmetic exporters emit around Reshape.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from hwgen.errors import HwgenError, ModelFileError, UnsupportedOpError
+from hwgen.ir.graph import Graph, Node, TensorType, Value
+from hwgen.ir.ops import infer_shapes
+
+log = logging.getLogger(__name__)
+
+MIN_OPSET = 7
+
+
+@dataclass
+class _Ctx:
+    """Import state: the graph being built and the source file for messages."""
+
+    graph: Graph
+    path: str
+    opset: int
+    batch: int = 1  #: the model's static batch size, or 1 when the batch axis is dynamic
+    names: set[str] = field(default_factory=set)
+
+    def where(self, node: onnx.NodeProto) -> str:
+        return f"{self.path}: node '{node.name or '?'}' ({node.op_type}, opset {self.opset})"
+
+    def is_const(self, name: str) -> bool:
+        return name in self.graph.values and self.graph.values[name].is_const
+
+    def const(self, name: str) -> np.ndarray:
+        return self.graph.values[name].const  # type: ignore[return-value]
+
+    def act_shape(self, name: str) -> tuple[int, ...]:
+        return self.graph.value(name).type.shape
+
+    def add_const(self, name: str, array: np.ndarray) -> None:
+        arr = np.asarray(array)
+        self.graph.values[name] = Value(name, TensorType(tuple(int(d) for d in arr.shape)), arr)
+
+    def emit(self, onnx_node: onnx.NodeProto, op: str, inputs: list[str], attrs: dict[str, Any] | None = None) -> None:
+        base = onnx_node.name or f"{op.lower()}_{len(self.graph.nodes)}"
+        name = base
+        i = 1
+        while name in self.names:
+            name = f"{base}_{i}"
+            i += 1
+        self.names.add(name)
+        node = Node(
+            name, op, inputs, [onnx_node.output[0]], dict(attrs or {}), onnx_name=onnx_node.name,
+            onnx_op=onnx_node.op_type,
+        )
+        self.graph.nodes.append(node)
+        try:
+            (shape,) = infer_shapes(self.graph, node)
+        except HwgenError as e:
+            raise UnsupportedOpError(f"{self.where(onnx_node)}: {e}") from e
+        self.graph.values[node.outputs[0]] = Value(node.outputs[0], TensorType(shape))
+
+
+Converter = Callable[[_Ctx, onnx.NodeProto, dict[str, Any]], None]
+
+
+def _unsupported(ctx: _Ctx, node: onnx.NodeProto, why: str, fix: str = "") -> UnsupportedOpError:
+    return UnsupportedOpError(f"{ctx.where(node)}: {why}." + (f" {fix}" if fix else ""))
+
+
+def _need_const(ctx: _Ctx, node: onnx.NodeProto, idx: int, role: str) -> str:
+    name = node.input[idx]
+    if not ctx.is_const(name):
+        raise _unsupported(ctx, node, f"the {role} (input {idx}, {name!r}) must be a constant initializer")
+    return name
+
+
+def _per_sample_const(ctx: _Ctx, node: onnx.NodeProto, name: str, act_rank: int) -> str:
+    """Drop leading size-1 axes of a constant operand that reach into the batch axis."""
+    arr = ctx.const(name)
+    if arr.ndim <= act_rank:
+        return name
+    extra = arr.ndim - act_rank
+    if any(d != 1 for d in arr.shape[:extra]):
+        raise _unsupported(ctx, node, f"constant {name!r} of shape {list(arr.shape)} broadcasts over the batch axis")
+    new = f"{name}__per_sample"
+    if new not in ctx.graph.values:
+        ctx.add_const(new, arr.reshape(arr.shape[extra:]))
+    return new
+
+
+def _conv_gemm(ctx: _Ctx, node: onnx.NodeProto, attrs: dict[str, Any]) -> None:
+    if attrs.get("transA", 0):
+        raise _unsupported(ctx, node, "transA=1 transposes the batch axis", "Export the model with transA=0.")
+    if len(ctx.act_shape(node.input[0])) != 1:
+        raise _unsupported(ctx, node, f"input must be [batch, features], got per-sample {ctx.act_shape(node.input[0])}")
+    inputs = [node.input[0], _need_const(ctx, node, 1, "weight B")]
+    if len(node.input) > 2 and node.input[2]:
+        c = _need_const(ctx, node, 2, "bias C")
+        inputs.append(_per_sample_const(ctx, node, c, 1))
+    kept = {k: attrs[k] for k in ("alpha", "beta", "transB") if k in attrs}
+    ctx.emit(node, "Gemm", inputs, kept)
+
+
+def _conv_matmul(ctx: _Ctx, node: onnx.NodeProto, attrs: dict[str, Any]) -> None:
+    w = _need_const(ctx, node, 1, "right operand")
+    if ctx.const(w).ndim != 2:
+        raise _unsupported(ctx, node, f"the constant operand must be a matrix, got shape {list(ctx.const(w).shape)}")
+    ctx.emit(node, "MatMul", [node.input[0], w])
+
+
+def _conv_binary(ctx: _Ctx, node: onnx.NodeProto, attrs: dict[str, Any]) -> None:
+    a, b = node.input[0], node.input[1]
+    acts = [i for i in (a, b) if not ctx.is_const(i)]
+    rank = max(len(ctx.act_shape(i)) for i in acts)
+    ins = [i if not ctx.is_const(i) else _per_sample_const(ctx, node, i, rank) for i in (a, b)]
+    ctx.emit(node, node.op_type, ins)
+
+
+def _conv_unary(ctx: _Ctx, node: onnx.NodeProto, attrs: dict[str, Any]) -> None:
+    ctx.emit(node, node.op_type, [node.input[0]])
+
+
+def _conv_identity(ctx: _Ctx, node: onnx.NodeProto, attrs: dict[str, Any]) -> None:
+    ctx.emit(node, "Identity", [node.input[0]])
+
+
+def _conv_cast(ctx: _Ctx, node: onnx.NodeProto, attrs: dict[str, Any]) -> None:
+    if attrs.get("to") not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
+        raise _unsupported(ctx, node, f"Cast to {onnx.TensorProto.DataType.Name(attrs.get('to', 0))} of an activation")
+    ctx.emit(node, "Identity", [node.input[0]])
+
+
+def _scalar_input(ctx: _Ctx, node: onnx.NodeProto, idx: int, role: str) -> float | None:
+    if len(node.input) <= idx or not node.input[idx]:
+        return None
+    name = _need_const(ctx, node, idx, role)
+    return float(np.asarray(ctx.const(name)).reshape(()))
+
+
+def _conv_clip(ctx: _Ctx, node: onnx.NodeProto, attrs: dict[str, Any]) -> None:
+    lo = attrs.get("min") if ctx.opset < 11 else _scalar_input(ctx, node, 1, "min")
+    hi = attrs.get("max") if ctx.opset < 11 else _scalar_input(ctx, node, 2, "max")
+    kept = {}
+    if lo is not None:
+        kept["min"] = float(lo)
+    if hi is not None:
+        kept["max"] = float(hi)
+    ctx.emit(node, "Clip", [node.input[0]], kept)
+
+
+def _conv_flatten(ctx: _Ctx, node: onnx.NodeProto, attrs: dict[str, Any]) -> None:
+    axis = attrs.get("axis", 1)
+    rank = len(ctx.act_shape(node.input[0])) + 1
+    if axis < 0:
+        axis += rank
+    if axis != 1:
+        raise _unsupported(ctx, node, f"axis={axis} merges the batch axis or keeps it split", "Use axis=1.")
+    ctx.emit(node, "Flatten", [node.input[0]])
+
+
+def _per_sample_target(ctx: _Ctx, node: onnx.NodeProto, full_target: list[int], allowzero: bool) -> tuple[int, ...]:
+    """Resolve an ONNX reshape target against a batch of one; the batch axis must survive."""
+    in_shape = (ctx.batch, *ctx.act_shape(node.input[0]))
+    size = int(np.prod(in_shape))
+    dims = [in_shape[i] if (d == 0 and not allowzero and i < len(in_shape)) else d for i, d in enumerate(full_target)]
+    if dims.count(-1) > 1:
+        raise _unsupported(ctx, node, f"target shape {full_target} has more than one -1")
+    if -1 in dims:
+        known = int(np.prod([d for d in dims if d != -1]))
+        if known == 0 or size % known:
+            raise _unsupported(ctx, node, f"cannot reshape {list(in_shape)} to {full_target}")
+        dims[dims.index(-1)] = size // known
+    if int(np.prod(dims)) != size or not dims or dims[0] != ctx.batch:
+        raise _unsupported(
+            ctx, node, f"reshape of per-sample {list(in_shape[1:])} to {full_target} merges the batch axis",
+            "Keep the batch axis first (e.g. x.view(x.size(0), -1)).",
+        )
+    return tuple(int(d) for d in dims[1:])
+
+
+def _conv_reshape(ctx: _Ctx, node: onnx.NodeProto, attrs: dict[str, Any]) -> None:
+    target = [int(d) for d in ctx.const(_need_const(ctx, node, 1, "target shape")).reshape(-1)]
+    shape = _per_sample_target(ctx, node, target, bool(attrs.get("allowzero", 0)))
+    ctx.emit(node, "Reshape", [node.input[0]], {"shape": shape})
+
+
+def _axes(ctx: _Ctx, node: onnx.NodeProto, attrs: dict[str, Any]) -> list[int] | None:
+    if "axes" in attrs:
+        return [int(a) for a in attrs["axes"]]
+    if len(node.input) > 1 and node.input[1]:
+        return [int(a) for a in ctx.const(_need_const(ctx, node, 1, "axes")).reshape(-1)]
+    return None
+
+
+def _conv_squeeze(ctx: _Ctx, node: onnx.NodeProto, attrs: dict[str, Any]) -> None:
+    full = [1, *ctx.act_shape(node.input[0])]
+    axes = _axes(ctx, node, attrs)
+    axes = [a + len(full) if a < 0 else a for a in axes] if axes is not None else [
+        i for i, d in enumerate(full) if d == 1 and i > 0
+    ]
+    if 0 in axes:
+        raise _unsupported(ctx, node, "squeezing axis 0 removes the batch axis")
+    shape = tuple(d for i, d in enumerate(full) if i not in axes)[1:]
+    ctx.emit(node, "Reshape", [node.input[0]], {"shape": shape})
+
+
+def _conv_unsqueeze(ctx: _Ctx, node: onnx.NodeProto, attrs: dict[str, Any]) -> None:
+    full = [1, *ctx.act_shape(node.input[0])]
+    axes = _axes(ctx, node, attrs) or []
+    out_rank = len(full) + len(axes)
+    axes = sorted(a + out_rank if a < 0 else a for a in axes)
+    if 0 in axes:
+        raise _unsupported(ctx, node, "unsqueezing at axis 0 moves the batch axis")
+    for a in axes:
+        full.insert(a, 1)
+    ctx.emit(node, "Reshape", [node.input[0]], {"shape": tuple(full[1:])})
+
+
+def _conv_transpose(ctx: _Ctx, node: onnx.NodeProto, attrs: dict[str, Any]) -> None:
+    rank = len(ctx.act_shape(node.input[0])) + 1
+    perm = [int(p) for p in attrs.get("perm", list(reversed(range(rank))))]
+    if perm[0] != 0:
+        raise _unsupported(ctx, node, f"perm={perm} moves the batch axis")
+    ctx.emit(node, "Transpose", [node.input[0]], {"perm": tuple(p - 1 for p in perm[1:])})
+
+
+def _conv_batchnorm(ctx: _Ctx, node: onnx.NodeProto, attrs: dict[str, Any]) -> None:
+    params = [_need_const(ctx, node, i, role) for i, role in enumerate(["scale", "bias", "mean", "var"], start=1)]
+    if attrs.get("training_mode", 0):
+        raise _unsupported(ctx, node, "training_mode=1", "Export the model in eval() mode.")
+    ctx.emit(node, "BatchNormalization", [node.input[0], *params], {"epsilon": float(attrs.get("epsilon", 1e-5))})
+
+
+CONVERTERS: dict[str, Converter] = {
+    "Gemm": _conv_gemm,
+    "MatMul": _conv_matmul,
+    "Add": _conv_binary,
+    "Sub": _conv_binary,
+    "Mul": _conv_binary,
+    "Div": _conv_binary,
+    "Relu": _conv_unary,
+    "Clip": _conv_clip,
+    "Flatten": _conv_flatten,
+    "Reshape": _conv_reshape,
+    "Squeeze": _conv_squeeze,
+    "Unsqueeze": _conv_unsqueeze,
+    "Transpose": _conv_transpose,
+    "Identity": _conv_identity,
+    "Dropout": _conv_identity,
+    "Cast": _conv_cast,
+    "BatchNormalization": _conv_batchnorm,
+}
+
+#: ops accepted on activations; any op whose inputs are all constants is also accepted (folded).
+SUPPORTED_OPS: tuple[str, ...] = tuple(sorted([*CONVERTERS, "Constant", "Shape"]))
+
+
+def load_onnx(path: str | Path) -> onnx.ModelProto:
+    """Read and check an ONNX file; every failure becomes a one-line ModelFileError."""
+    p = Path(path)
+    if not p.is_file():
+        raise ModelFileError(f"{p}: no such model file")
+    try:
+        model = onnx.load(str(p))
+    except Exception as e:  # protobuf raises DecodeError, truncated files raise various errors
+        raise ModelFileError(f"{p}: not a readable ONNX model ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'truncated or corrupt'})") from e
+    if not model.graph.node and not model.graph.output:
+        raise ModelFileError(f"{p}: the file parsed but holds no graph (truncated or not an ONNX model)")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelFileError(f"{p}: invalid ONNX model: {first}") from e
+    return model
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return 0
+
+
+def _eval_const(ctx: _Ctx, node: onnx.NodeProto) -> list[np.ndarray]:
+    """Evaluate a node whose inputs are all constants with onnx's reference implementation."""
+    from onnx.reference import ReferenceEvaluator
+
+    inputs = [i for i in node.input if i]
+    feeds = {i: ctx.const(i) for i in inputs}
+    vi_in = [helper.make_tensor_value_info(i, helper.np_dtype_to_tensor_dtype(feeds[i].dtype), feeds[i].shape) for i in inputs]
+    vi_out = [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in node.output]
+    g = helper.make_graph([node], "fold", vi_in, vi_out)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", ctx.opset)])
+    try:
+        outs = ReferenceEvaluator(m).run(None, feeds)
+    except Exception as e:
+        raise _unsupported(ctx, node, f"constant folding failed ({type(e).__name__}: {e})") from e
+    return [np.asarray(o) for o in outs]
+
+
+def import_onnx(model_or_path: onnx.ModelProto | str | Path, name: str | None = None) -> Graph:
+    """Convert an ONNX model (or file) into an IR graph with per-sample shapes."""
+    if isinstance(model_or_path, (str, Path)):
+        path = str(model_or_path)
+        model = load_onnx(path)
+    else:
+        path, model = "<model>", model_or_path
+    opset = _opset(model)
+    if opset < MIN_OPSET:
+        raise ModelFileError(f"{path}: opset {opset} is too old; hwgen reads opset {MIN_OPSET} or later")
+    gname = name or model.graph.name or Path(path).stem
+    ctx = _Ctx(Graph(gname), path, opset)
+    g = ctx.graph
+    g.meta["source"] = path
+    g.meta["opset"] = opset
+
+    for init in model.graph.initializer:
+        ctx.add_const(init.name, numpy_helper.to_array(init))
+    for vi in model.graph.input:
+        if vi.name in g.values:
+            continue  # an initializer listed as input (old exporters)
+        dims = vi.type.tensor_type.shape.dim
+        if vi.type.tensor_type.elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
+            raise ModelFileError(f"{path}: input {vi.name!r} is not a float tensor")
+        if len(dims) < 2:
+            raise ModelFileError(f"{path}: input {vi.name!r} needs a batch axis first (got rank {len(dims)})")
+        per_sample = []
+        for d in dims[1:]:
+            if not d.HasField("dim_value") or d.dim_value <= 0:
+                raise ModelFileError(
+                    f"{path}: input {vi.name!r} has a dynamic dimension {d.dim_param or '?'} after the batch axis; "
+                    "hwgen needs static per-sample shapes (export with fixed sizes)"
+                )
+            per_sample.append(int(d.dim_value))
+        if dims[0].HasField("dim_value") and dims[0].dim_value > 0:
+            ctx.batch = int(dims[0].dim_value)
+        g.values[vi.name] = Value(vi.name, TensorType(tuple(per_sample)))
+        g.inputs.append(vi.name)
+    if not g.inputs:
+        raise ModelFileError(f"{path}: the model has no activation input")
+
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            raise _unsupported(ctx, node, f"domain {node.domain!r} is not supported", f"Supported ops: {', '.join(SUPPORTED_OPS)}.")
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Constant":
+            ctx.add_const(node.output[0], _eval_const(ctx, node)[0])
+            continue
+        if node.op_type == "Shape" and not ctx.is_const(node.input[0]):
+            full = np.array([ctx.batch, *ctx.act_shape(node.input[0])], dtype=np.int64)
+            start, end = attrs.get("start", 0), attrs.get("end")
+            ctx.add_const(node.output[0], full[start:end])
+            continue
+        inputs = [i for i in node.input if i]
+        if (inputs and all(ctx.is_const(i) for i in inputs)) or (not inputs and node.op_type != "Constant"):
+            for out, arr in zip(node.output, _eval_const(ctx, node), strict=False):
+                ctx.add_const(out, arr)
+            continue
+        conv = CONVERTERS.get(node.op_type)
+        if conv is None:
+            raise _unsupported(
+                ctx, node, f"op {node.op_type} is not supported",
+                f"Supported ops: {', '.join(SUPPORTED_OPS)} (and any op on constants only).",
+            )
+        extra = [o for o in node.output[1:] if o]
+        if extra and node.op_type not in ("Dropout",):
+            raise _unsupported(ctx, node, f"outputs {extra} beyond the first are not supported")
+        conv(ctx, node, attrs)
+
+    for vi in model.graph.output:
+        if vi.name not in g.values:
+            raise ModelFileError(f"{path}: graph output {vi.name!r} is never computed")
+        if g.values[vi.name].is_const:
+            raise UnsupportedOpError(f"{path}: graph output {vi.name!r} is a constant (it does not depend on the input)")
+        g.outputs.append(vi.name)
+    g.remove_unused()
+    g.verify()
+    log.info("imported %s: %d nodes, opset %d", path, len(g.nodes), opset)
+    return g

@@ -1,0 +1,176 @@
+"""Canonicalization: bring imported graphs to the few forms the quantizer and hardware know.
+
+Rewrite rules, applied until nothing changes:
+  1. Identity (and Dropout/Cast imported as Identity) is removed.
+  2. Gemm becomes Dense: W = alpha * (B^T or B) stored [out, in]; bias = beta * C.
+  3. MatMul by a constant matrix becomes Dense with W = B^T and no bias.
+  4. Dense -> Add/Sub of a constant (broadcastable to [out]) folds into the bias.
+  5. Dense -> Mul/Div by a constant (scalar or per output) folds into W and the bias.
+  6. Dense -> BatchNormalization folds into W and the bias.
+  7. Dense -> Relu / Clip fuses as the Dense activation (the hardware clamps during requantization).
+  8. Reshape/Flatten that does not change the shape is removed.
+Rules 4-7 apply only when the Dense output has no other consumer and is not a graph output.
+Refuses: nothing; ops it does not rewrite are left as they are.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hwgen.ir.graph import Graph, Node, TensorType, Value
+from hwgen.passes.base import NodeRecord, PassResult
+
+
+def _sole_consumer(g: Graph, value: str) -> Node | None:
+    users = g.consumers(value)
+    if len(users) != 1 or value in g.outputs:
+        return None
+    return users[0]
+
+
+def _bypass(g: Graph, node: Node) -> None:
+    """Remove a single-input single-output node, wiring its consumers to its input."""
+    src, dst = node.inputs[0], node.outputs[0]
+    g.nodes.remove(node)
+    if dst in g.outputs and (src in g.inputs or src in g.outputs):
+        # Keep the output name: graph inputs/outputs are the public interface.
+        g.nodes.append(Node(g.unique_name(node.name), "Identity", [src], [dst], onnx_name=node.onnx_name))
+        return
+    if dst in g.outputs:
+        prod = g.producer(src)
+        assert prod is not None  # src is not a graph input, so a node produces it
+        prod.outputs = [dst if o == src else o for o in prod.outputs]
+        g.values[dst] = Value(dst, g.values[src].type)
+        g.replace_uses(src, dst)
+    else:
+        g.replace_uses(dst, src)
+
+
+def _new_const(g: Graph, base: str, arr: np.ndarray) -> str:
+    name = g.unique_name(base)
+    g.add_value(Value(name, TensorType(tuple(arr.shape)), np.asarray(arr, dtype=np.float64)))
+    return name
+
+
+def _set_dense_params(g: Graph, node: Node, w: np.ndarray, b: np.ndarray) -> None:
+    node.inputs = [node.inputs[0], _new_const(g, f"{node.name}.weight", w), _new_const(g, f"{node.name}.bias", b)]
+
+
+def _dense_params(g: Graph, node: Node) -> tuple[np.ndarray, np.ndarray]:
+    w = np.asarray(g.const(node.inputs[1]), dtype=np.float64)
+    b = (
+        np.broadcast_to(np.asarray(g.const(node.inputs[2]), dtype=np.float64), (w.shape[0],)).copy()
+        if len(node.inputs) > 2
+        else np.zeros(w.shape[0])
+    )
+    return w, b
+
+
+def _per_output(g: Graph, const_name: str, n_out: int) -> np.ndarray | None:
+    """A constant as a length-n_out vector, if it broadcasts along the last axis only."""
+    c = np.asarray(g.const(const_name), dtype=np.float64)
+    if c.size == 1:
+        return np.full(n_out, float(c.reshape(())))
+    if c.ndim >= 1 and c.shape[-1] == n_out and c.size == n_out:
+        return c.reshape(n_out)
+    return None
+
+
+def _merge_into(g: Graph, dense: Node, follower: Node) -> None:
+    """Let `dense` produce what `follower` produced, then drop `follower`."""
+    old = dense.outputs[0]
+    dense.outputs = [follower.outputs[0]]
+    g.nodes.remove(follower)
+    del g.values[old]
+
+
+def _rewrite_once(g: Graph, records: list[NodeRecord]) -> bool:
+    for node in list(g.nodes):
+        rec = lambda rule, **kv: records.append(  # noqa: E731
+            NodeRecord(node.name, node.onnx_name, "canonicalize", {"rule": rule, **kv})
+        )
+        if node.op == "Identity" and not (node.outputs[0] in g.outputs and node.inputs[0] in g.inputs):
+            _bypass(g, node)
+            rec("remove_identity")
+            return True
+        if node.op in ("Reshape", "Flatten") and g.value(node.inputs[0]).type.shape == g.value(node.outputs[0]).type.shape:
+            if node.outputs[0] in g.outputs and node.inputs[0] in g.inputs:
+                continue
+            _bypass(g, node)
+            rec("remove_noop_reshape")
+            return True
+        if node.op == "Gemm":
+            w = np.asarray(g.const(node.inputs[1]), dtype=np.float64)
+            w = (w if node.attrs.get("transB", 0) else w.T) * node.attrs.get("alpha", 1.0)
+            n_out = w.shape[0]
+            b = np.zeros(n_out)
+            if len(node.inputs) > 2:
+                b = np.broadcast_to(np.asarray(g.const(node.inputs[2]), dtype=np.float64), (n_out,)) * node.attrs.get(
+                    "beta", 1.0
+                )
+            node.op, node.attrs = "Dense", {"activation": "none"}
+            _set_dense_params(g, node, w, b)
+            rec("gemm_to_dense")
+            return True
+        if node.op == "MatMul":
+            w = np.asarray(g.const(node.inputs[1]), dtype=np.float64).T
+            node.op, node.attrs = "Dense", {"activation": "none"}
+            _set_dense_params(g, node, w, np.zeros(w.shape[0]))
+            rec("matmul_to_dense")
+            return True
+        if node.op != "Dense" or node.attrs.get("activation", "none") != "none":
+            continue
+        nxt = _sole_consumer(g, node.outputs[0])
+        if nxt is None:
+            continue
+        w, b = _dense_params(g, node)
+        n_out = w.shape[0]
+        other = [i for i in nxt.inputs if i != node.outputs[0]]
+        const = other[0] if len(other) == 1 and g.values[other[0]].is_const else None
+        if nxt.op in ("Add", "Sub", "Mul", "Div") and const is not None:
+            c = _per_output(g, const, n_out)
+            first = nxt.inputs[0] == node.outputs[0]
+            if c is None or (nxt.op == "Div" and (not first or np.any(c == 0))):
+                continue
+            if nxt.op == "Add":
+                b = b + c
+            elif nxt.op == "Sub":
+                w, b = (w, b - c) if first else (-w, c - b)
+            elif nxt.op == "Mul":
+                w, b = w * c[:, None], b * c
+            else:
+                w, b = w / c[:, None], b / c
+            _set_dense_params(g, node, w, b)
+            _merge_into(g, node, nxt)
+            rec(f"fold_{nxt.op.lower()}")
+            return True
+        if nxt.op == "BatchNormalization" and len(g.value(node.outputs[0]).type.shape) == 1:
+            gamma, beta, mean, var = (np.asarray(g.const(i), dtype=np.float64) for i in nxt.inputs[1:5])
+            s = gamma / np.sqrt(var + nxt.attrs.get("epsilon", 1e-5))
+            _set_dense_params(g, node, w * s[:, None], (b - mean) * s + beta)
+            _merge_into(g, node, nxt)
+            rec("fold_batchnorm")
+            return True
+        if nxt.op == "Relu":
+            node.attrs = {"activation": "relu"}
+            _merge_into(g, node, nxt)
+            rec("fuse_relu")
+            return True
+        if nxt.op == "Clip":
+            lo, hi = nxt.attrs.get("min", -np.inf), nxt.attrs.get("max", np.inf)
+            node.attrs = {"activation": "clip", "clip_lo": float(lo), "clip_hi": float(hi)}
+            _merge_into(g, node, nxt)
+            rec("fuse_clip", min=lo, max=hi)
+            return True
+    return False
+
+
+def canonicalize(graph: Graph) -> PassResult:
+    """Apply the rewrite rules above until a fixed point; functional (returns a new graph)."""
+    g = graph.copy()
+    records: list[NodeRecord] = []
+    changed = False
+    while _rewrite_once(g, records):
+        changed = True
+    g.remove_unused()
+    return PassResult(g, changed, records)

@@ -1,0 +1,1 @@
+"""Executors of the IR: `reference` (float), `exact` (bit-exact integer golden model)."""
