@@ -62,7 +62,12 @@ class _Ctx:
             i += 1
         self.names.add(name)
         node = Node(
-            name, op, inputs, [onnx_node.output[0]], dict(attrs or {}), onnx_name=onnx_node.name,
+            name,
+            op,
+            inputs,
+            [onnx_node.output[0]],
+            dict(attrs or {}),
+            onnx_name=onnx_node.name,
             onnx_op=onnx_node.op_type,
         )
         self.graph.nodes.append(node)
@@ -185,7 +190,9 @@ def _per_sample_target(ctx: _Ctx, node: onnx.NodeProto, full_target: list[int], 
         dims[dims.index(-1)] = size // known
     if int(np.prod(dims)) != size or not dims or dims[0] != ctx.batch:
         raise _unsupported(
-            ctx, node, f"reshape of per-sample {list(in_shape[1:])} to {full_target} merges the batch axis",
+            ctx,
+            node,
+            f"reshape of per-sample {list(in_shape[1:])} to {full_target} merges the batch axis",
             "Keep the batch axis first (e.g. x.view(x.size(0), -1)).",
         )
     return tuple(int(d) for d in dims[1:])
@@ -208,9 +215,11 @@ def _axes(ctx: _Ctx, node: onnx.NodeProto, attrs: dict[str, Any]) -> list[int] |
 def _conv_squeeze(ctx: _Ctx, node: onnx.NodeProto, attrs: dict[str, Any]) -> None:
     full = [1, *ctx.act_shape(node.input[0])]
     axes = _axes(ctx, node, attrs)
-    axes = [a + len(full) if a < 0 else a for a in axes] if axes is not None else [
-        i for i, d in enumerate(full) if d == 1 and i > 0
-    ]
+    axes = (
+        [a + len(full) if a < 0 else a for a in axes]
+        if axes is not None
+        else [i for i, d in enumerate(full) if d == 1 and i > 0]
+    )
     if 0 in axes:
         raise _unsupported(ctx, node, "squeezing axis 0 removes the batch axis")
     shape = tuple(d for i, d in enumerate(full) if i not in axes)[1:]
@@ -276,7 +285,8 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
     try:
         model = onnx.load(str(p))
     except Exception as e:  # protobuf raises DecodeError, truncated files raise various errors
-        raise ModelFileError(f"{p}: not a readable ONNX model ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'truncated or corrupt'})") from e
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else "truncated or corrupt"
+        raise ModelFileError(f"{p}: not a readable ONNX model ({type(e).__name__}: {detail})") from e
     if not model.graph.node and not model.graph.output:
         raise ModelFileError(f"{p}: the file parsed but holds no graph (truncated or not an ONNX model)")
     try:
@@ -300,7 +310,10 @@ def _eval_const(ctx: _Ctx, node: onnx.NodeProto) -> list[np.ndarray]:
 
     inputs = [i for i in node.input if i]
     feeds = {i: ctx.const(i) for i in inputs}
-    vi_in = [helper.make_tensor_value_info(i, helper.np_dtype_to_tensor_dtype(feeds[i].dtype), feeds[i].shape) for i in inputs]
+    vi_in = [
+        helper.make_tensor_value_info(i, helper.np_dtype_to_tensor_dtype(feeds[i].dtype), feeds[i].shape)
+        for i in inputs
+    ]
     vi_out = [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in node.output]
     g = helper.make_graph([node], "fold", vi_in, vi_out)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", ctx.opset)])
@@ -333,7 +346,11 @@ def import_onnx(model_or_path: onnx.ModelProto | str | Path, name: str | None = 
         if vi.name in g.values:
             continue  # an initializer listed as input (old exporters)
         dims = vi.type.tensor_type.shape.dim
-        if vi.type.tensor_type.elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
+        if vi.type.tensor_type.elem_type not in (
+            onnx.TensorProto.FLOAT,
+            onnx.TensorProto.DOUBLE,
+            onnx.TensorProto.FLOAT16,
+        ):
             raise ModelFileError(f"{path}: input {vi.name!r} is not a float tensor")
         if len(dims) < 2:
             raise ModelFileError(f"{path}: input {vi.name!r} needs a batch axis first (got rank {len(dims)})")
@@ -354,7 +371,9 @@ def import_onnx(model_or_path: onnx.ModelProto | str | Path, name: str | None = 
 
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx"):
-            raise _unsupported(ctx, node, f"domain {node.domain!r} is not supported", f"Supported ops: {', '.join(SUPPORTED_OPS)}.")
+            raise _unsupported(
+                ctx, node, f"domain {node.domain!r} is not supported", f"Supported ops: {', '.join(SUPPORTED_OPS)}."
+            )
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type == "Constant":
             ctx.add_const(node.output[0], _eval_const(ctx, node)[0])
@@ -372,7 +391,9 @@ def import_onnx(model_or_path: onnx.ModelProto | str | Path, name: str | None = 
         conv = CONVERTERS.get(node.op_type)
         if conv is None:
             raise _unsupported(
-                ctx, node, f"op {node.op_type} is not supported",
+                ctx,
+                node,
+                f"op {node.op_type} is not supported",
                 f"Supported ops: {', '.join(SUPPORTED_OPS)} (and any op on constants only).",
             )
         extra = [o for o in node.output[1:] if o]
@@ -384,7 +405,9 @@ def import_onnx(model_or_path: onnx.ModelProto | str | Path, name: str | None = 
         if vi.name not in g.values:
             raise ModelFileError(f"{path}: graph output {vi.name!r} is never computed")
         if g.values[vi.name].is_const:
-            raise UnsupportedOpError(f"{path}: graph output {vi.name!r} is a constant (it does not depend on the input)")
+            raise UnsupportedOpError(
+                f"{path}: graph output {vi.name!r} is a constant (it does not depend on the input)"
+            )
         g.outputs.append(vi.name)
     g.remove_unused()
     g.verify()

@@ -86,14 +86,18 @@ def _merge_into(g: Graph, dense: Node, follower: Node) -> None:
 
 def _rewrite_once(g: Graph, records: list[NodeRecord]) -> bool:
     for node in list(g.nodes):
-        rec = lambda rule, **kv: records.append(  # noqa: E731
-            NodeRecord(node.name, node.onnx_name, "canonicalize", {"rule": rule, **kv})
-        )
+
+        def rec(rule: str, _node: Node = node, **kv: object) -> None:
+            records.append(NodeRecord(_node.name, _node.onnx_name, "canonicalize", {"rule": rule, **kv}))
+
         if node.op == "Identity" and not (node.outputs[0] in g.outputs and node.inputs[0] in g.inputs):
             _bypass(g, node)
             rec("remove_identity")
             return True
-        if node.op in ("Reshape", "Flatten") and g.value(node.inputs[0]).type.shape == g.value(node.outputs[0]).type.shape:
+        if (
+            node.op in ("Reshape", "Flatten")
+            and g.value(node.inputs[0]).type.shape == g.value(node.outputs[0]).type.shape
+        ):
             if node.outputs[0] in g.outputs and node.inputs[0] in g.inputs:
                 continue
             _bypass(g, node)

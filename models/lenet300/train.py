@@ -227,6 +227,7 @@ def main() -> int:
         "test_accuracy_torch": torch_acc,
         "test_accuracy_onnxruntime": ort_acc,
         "test_samples": len(y_test),
+        "test_1k_accuracy_onnxruntime": float((ort_pred[:N_VERIFY] == y_test[:N_VERIFY]).mean()),
         "epochs": args.epochs,
         "batch_size": BATCH_SIZE,
         "optimizer": f"Adam lr={LR} cosine decay",
