@@ -1,0 +1,1 @@
+"""Reports: report.json (keys others rely on) and, later, report.html."""

@@ -1,0 +1,134 @@
+"""report.json: the build's figures under keys that downstream tools rely on (extend, never rename)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwgen.hw.plan import Schedule
+from hwgen.ir.graph import Graph
+from hwgen.passes.base import NodeRecord
+
+
+def _float_params(graph: Graph) -> int:
+    return sum(int(np.prod(v.const.shape)) for v in graph.values.values() if v.const is not None)
+
+
+def _macs(graph: Graph) -> int:
+    return sum(int(np.prod(graph.const(n.inputs[1]).shape)) for n in graph.mac_nodes())
+
+
+def build_report(
+    float_graph: Graph,
+    quant_graph: Graph,
+    schedule: Schedule,
+    records: list[NodeRecord],
+    accuracy: dict[str, Any] | None,
+    source: str,
+) -> dict[str, Any]:
+    """The report of a fresh build (verification and synthesis sections start empty)."""
+    by_node = {n.name: n for n in quant_graph.nodes}
+    quant_rec = {r.node: r.values for r in records if r.pass_name == "quantize_fixed"}
+    layers = []
+    compressed_bits = 0
+    for plan in schedule.layers:
+        node = next(n for n in quant_graph.mac_nodes() if (n.onnx_name or n.name) == plan.source)
+        rec = quant_rec.get(node.name, {})
+        params = int(plan.weights.size + plan.biases.size)
+        weight_bits = int(plan.weights.size * plan.w.bits + plan.biases.size * plan.bias.bits)
+        compressed_bits += weight_bits
+        layers.append(
+            {
+                "name": plan.name,
+                "onnx_name": plan.source,
+                "op": by_node[node.name].op,
+                "engine": plan.engine,
+                "in_features": plan.in_features,
+                "out_features": plan.out_features,
+                "weight_format": rec.get("weight_format"),
+                "act_format": rec.get("act_format"),
+                "input_format": rec.get("input_format"),
+                "bias_format": rec.get("bias_format"),
+                "weight_sqnr_db": rec.get("weight_sqnr_db"),
+                "params": params,
+                "nonzeros": int(np.count_nonzero(plan.weights)),
+                "weight_bits": weight_bits,
+                "macs": int(plan.weights.size),
+                "reuse": plan.reuse,
+                "pe": plan.pe,
+                "simd": plan.simd,
+                "multipliers": plan.multipliers,
+                "widths": {
+                    "input": str(plan.inp),
+                    "weight": str(plan.w),
+                    "product": str(plan.prod),
+                    "accumulator": str(plan.acc),
+                    "output": str(plan.out),
+                    "bias": str(plan.bias),
+                },
+                "requant": {
+                    "shift": plan.requant.shift,
+                    "rounding": str(plan.requant.rounding),
+                    "lo": plan.requant.lo,
+                    "hi": plan.requant.hi,
+                },
+                "latency_cycles": plan.latency,
+                "ii_cycles": plan.ii,
+            }
+        )
+    fp32_bytes = 4 * _float_params(float_graph)
+    compressed_bytes = (compressed_bits + 7) // 8
+    return {
+        "hwgen_report_version": 1,
+        "model": {
+            "name": float_graph.name,
+            "source": Path(source).name,
+            "top": schedule.top,
+            "hash": schedule.model_hash,
+            "params": _float_params(float_graph),
+            "macs": _macs(quant_graph),
+            "input": {
+                "name": schedule.input.source,
+                "shape": list(schedule.input.shape),
+                "format": _fmt(schedule.input),
+            },
+            "output": {
+                "name": schedule.output.source,
+                "shape": list(schedule.output.shape),
+                "format": _fmt(schedule.output),
+            },
+        },
+        "layers": layers,
+        "compression": {
+            "fp32_bytes": fp32_bytes,
+            "compressed_bytes": compressed_bytes,
+            "ratio": round(fp32_bytes / compressed_bytes, 3) if compressed_bytes else None,
+        },
+        "hardware": {
+            "latency_cycles": schedule.latency,
+            "ii_cycles": schedule.ii,
+            "multipliers": sum(p.multipliers for p in schedule.layers),
+            "resources": {"LUT": None, "FF": None, "DSP": None, "BRAM": None},
+            "resources_source": None,
+        },
+        "verification": {"csim": None, "rtl": None},
+        "accuracy": accuracy,
+    }
+
+
+def _fmt(port: Any) -> str:
+    return f"{'' if port.elem.signed else 'u'}fixed<{port.elem.bits},{port.frac}>"
+
+
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    """Deterministic JSON (sorted keys), written atomically via a temporary file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
