@@ -130,7 +130,7 @@ def build(
     t0 = time.perf_counter()
     if out.exists() and not force:
         raise HwgenError(f"{out}: already exists; pass --force to replace it")
-    qg_g, qg, sched, report = compile_model(model, config, calib, progress)
+    _float_graph, qg, sched, report = compile_model(model, config, calib, progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
