@@ -40,8 +40,14 @@ def run(bits: int, images: int, work: Path, x_test: np.ndarray, y_test: np.ndarr
     float_graph = canonicalize(import_onnx(MODEL)).graph
     acc = accuracy(float_graph, b.graph, x_test, y_test, "mnist test (10k)")
     sec = run_verify(b, csim=True, rtl=True, n=images, data=data, backpressure="random", seed=1)
-    return {"bits": bits, "build_seconds": round(build_s, 2), "accuracy": acc, "verification": sec,
-            "latency_estimate": b.schedule.latency, "ii_estimate": b.schedule.ii}
+    return {
+        "bits": bits,
+        "build_seconds": round(build_s, 2),
+        "accuracy": acc,
+        "verification": sec,
+        "latency_estimate": b.schedule.latency,
+        "ii_estimate": b.schedule.ii,
+    }
 
 
 def main() -> None:
@@ -57,8 +63,10 @@ def main() -> None:
         save_npz(data, x[: args.images], y[: args.images])
         for b in bits:
             rows.append(run(b, args.images, Path(tmp), x, y, data))
-    md = ["| format | float top-1 | golden top-1 | csim mismatches | RTL mismatches | RTL latency (measured / model) |",
-          "|---|---|---|---|---|---|"]
+    md = [
+        "| format | float top-1 | golden top-1 | csim mismatches | RTL mismatches | RTL latency (measured / model) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         v, a = r["verification"], r["accuracy"]
         md.append(

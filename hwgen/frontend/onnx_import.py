@@ -21,6 +21,7 @@ from onnx import helper, numpy_helper
 from hwgen.errors import HwgenError, ModelFileError, UnsupportedOpError
 from hwgen.ir.graph import Graph, Node, TensorType, Value
 from hwgen.ir.ops import infer_shapes
+from hwgen.ir.windows import make_window
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,17 @@ def _conv_identity(ctx: _Ctx, node: onnx.NodeProto, attrs: dict[str, Any]) -> No
     ctx.emit(node, "Identity", [node.input[0]])
 
 
+def _conv_dropout(ctx: _Ctx, node: onnx.NodeProto, attrs: dict[str, Any]) -> None:
+    training = (
+        len(node.input) > 2
+        and node.input[2]
+        and bool(np.asarray(ctx.const(_need_const(ctx, node, 2, "training_mode"))))
+    )
+    if training or attrs.get("is_test", 1) == 0:
+        raise _unsupported(ctx, node, "training-mode dropout is random", "Export the model in eval() mode.")
+    ctx.emit(node, "Identity", [node.input[0]])
+
+
 def _conv_cast(ctx: _Ctx, node: onnx.NodeProto, attrs: dict[str, Any]) -> None:
     if attrs.get("to") not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
         raise _unsupported(ctx, node, f"Cast to {onnx.TensorProto.DataType.Name(attrs.get('to', 0))} of an activation")
@@ -253,6 +265,107 @@ def _conv_batchnorm(ctx: _Ctx, node: onnx.NodeProto, attrs: dict[str, Any]) -> N
     ctx.emit(node, "BatchNormalization", [node.input[0], *params], {"epsilon": float(attrs.get("epsilon", 1e-5))})
 
 
+def _window_attrs(ctx: _Ctx, node: onnx.NodeProto, attrs: dict[str, Any], kernel: list[int]) -> dict[str, Any]:
+    spatial = ctx.act_shape(node.input[0])[1:]
+    if len(spatial) != len(kernel) or not spatial:
+        raise _unsupported(
+            ctx, node, f"kernel {kernel} does not match the per-sample input {ctx.act_shape(node.input[0])}"
+        )
+    w = make_window(attrs, spatial, kernel)
+    if any(v < 1 for v in (*w.strides, *w.dilations, *w.kernel)) or any(p < 0 for p in (*w.pads_begin, *w.pads_end)):
+        raise _unsupported(ctx, node, f"invalid window attributes {attrs}")
+    return {
+        "kernel": w.kernel,
+        "strides": w.strides,
+        "dilations": w.dilations,
+        "pads_begin": w.pads_begin,
+        "pads_end": w.pads_end,
+        "ceil_mode": w.ceil_mode,
+    }
+
+
+def _conv_conv(ctx: _Ctx, node: onnx.NodeProto, attrs: dict[str, Any]) -> None:
+    w = _need_const(ctx, node, 1, "weight W")
+    kernel = list(attrs.get("kernel_shape", ctx.const(w).shape[2:]))
+    inputs = [node.input[0], w]
+    if len(node.input) > 2 and node.input[2]:
+        inputs.append(_need_const(ctx, node, 2, "bias B"))
+    a = _window_attrs(ctx, node, attrs, kernel)
+    a["group"] = int(attrs.get("group", 1))
+    a["activation"] = "none"
+    ctx.emit(node, "Conv", inputs, a)
+
+
+def _conv_pool(ctx: _Ctx, node: onnx.NodeProto, attrs: dict[str, Any]) -> None:
+    if len([o for o in node.output if o]) > 1:
+        raise _unsupported(ctx, node, "the Indices output of MaxPool is not supported")
+    a = _window_attrs(ctx, node, attrs, list(attrs["kernel_shape"]))
+    if node.op_type == "AveragePool":
+        a["count_include_pad"] = int(attrs.get("count_include_pad", 0))
+    ctx.emit(node, node.op_type, [node.input[0]], a)
+
+
+def _sample_axis(ctx: _Ctx, node: onnx.NodeProto, axis: int) -> int:
+    rank = len(ctx.act_shape(node.input[0])) + 1
+    if not -rank <= axis < rank:
+        raise _unsupported(ctx, node, f"axis {axis} is out of range for rank {rank}")
+    axis = axis + rank if axis < 0 else axis
+    if axis == 0:
+        raise _unsupported(ctx, node, "axis 0 is the batch axis")
+    return axis - 1
+
+
+def _conv_concat(ctx: _Ctx, node: onnx.NodeProto, attrs: dict[str, Any]) -> None:
+    ins = [i for i in node.input if i]
+    if any(ctx.is_const(i) for i in ins):
+        raise _unsupported(ctx, node, "concatenating a constant with activations")
+    ctx.emit(node, "Concat", ins, {"axis": _sample_axis(ctx, node, int(attrs["axis"]))})
+
+
+def _conv_softmax(ctx: _Ctx, node: onnx.NodeProto, attrs: dict[str, Any]) -> None:
+    legacy = ctx.opset < 13
+    axis = _sample_axis(ctx, node, int(attrs.get("axis", 1 if legacy else -1)))
+    ctx.emit(node, "Softmax", [node.input[0]], {"axis": axis, "legacy": legacy})
+
+
+def _conv_unary_attrs(ctx: _Ctx, node: onnx.NodeProto, attrs: dict[str, Any]) -> None:
+    kept = {k: float(v) for k, v in attrs.items() if k in ("alpha", "beta")}
+    ctx.emit(node, node.op_type, [node.input[0]], kept)
+
+
+def _conv_pad(ctx: _Ctx, node: onnx.NodeProto, attrs: dict[str, Any]) -> None:
+    rank = len(ctx.act_shape(node.input[0])) + 1
+    mode = attrs.get("mode", b"constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if ctx.opset < 11:
+        pads, value = list(attrs.get("pads", attrs.get("paddings", []))), float(attrs.get("value", 0.0))
+        axes = list(range(rank))
+    else:
+        pads = [int(v) for v in ctx.const(_need_const(ctx, node, 1, "pads")).reshape(-1)]
+        value = _scalar_input(ctx, node, 2, "constant_value") or 0.0
+        axes = (
+            [int(a) % rank for a in ctx.const(_need_const(ctx, node, 3, "axes")).reshape(-1)]
+            if len(node.input) > 3 and node.input[3]
+            else list(range(rank))
+        )
+    n = len(axes)
+    if len(pads) != 2 * n:
+        raise _unsupported(ctx, node, f"pads {pads} do not match {n} axes")
+    begin, end = [0] * rank, [0] * rank
+    for i, a in enumerate(axes):
+        begin[a], end[a] = pads[i], pads[i + n]
+    if begin[0] or end[0]:
+        raise _unsupported(ctx, node, "padding the batch axis")
+    if mode not in ("constant", "edge", "reflect", "wrap"):
+        raise _unsupported(ctx, node, f"mode={mode!r}")
+    ctx.emit(
+        node,
+        "Pad",
+        [node.input[0]],
+        {"pads_begin": tuple(begin[1:]), "pads_end": tuple(end[1:]), "mode": mode, "value": value},
+    )
+
+
 CONVERTERS: dict[str, Converter] = {
     "Gemm": _conv_gemm,
     "MatMul": _conv_matmul,
@@ -268,9 +381,22 @@ CONVERTERS: dict[str, Converter] = {
     "Unsqueeze": _conv_unsqueeze,
     "Transpose": _conv_transpose,
     "Identity": _conv_identity,
-    "Dropout": _conv_identity,
+    "Dropout": _conv_dropout,
     "Cast": _conv_cast,
     "BatchNormalization": _conv_batchnorm,
+    "Conv": _conv_conv,
+    "MaxPool": _conv_pool,
+    "AveragePool": _conv_pool,
+    "GlobalAveragePool": _conv_unary,
+    "GlobalMaxPool": _conv_unary,
+    "Concat": _conv_concat,
+    "Softmax": _conv_softmax,
+    "Pad": _conv_pad,
+    "Sigmoid": _conv_unary,
+    "Tanh": _conv_unary,
+    "LeakyRelu": _conv_unary_attrs,
+    "HardSigmoid": _conv_unary_attrs,
+    "HardSwish": _conv_unary,
 }
 
 #: ops accepted on activations; any op whose inputs are all constants is also accepted (folded).
@@ -352,8 +478,8 @@ def import_onnx(model_or_path: onnx.ModelProto | str | Path, name: str | None = 
             onnx.TensorProto.FLOAT16,
         ):
             raise ModelFileError(f"{path}: input {vi.name!r} is not a float tensor")
-        if len(dims) < 2:
-            raise ModelFileError(f"{path}: input {vi.name!r} needs a batch axis first (got rank {len(dims)})")
+        if len(dims) < 1:
+            raise ModelFileError(f"{path}: input {vi.name!r} needs a batch axis first (got a scalar)")
         per_sample = []
         for d in dims[1:]:
             if not d.HasField("dim_value") or d.dim_value <= 0:

@@ -12,6 +12,7 @@ import numpy as np
 
 from hwgen.errors import GraphError
 from hwgen.ir.graph import Graph, Node
+from hwgen.ir.windows import Window
 
 Shape = tuple[int, ...]
 ShapeRule = Callable[[Graph, Node, list[Shape]], list[Shape]]
@@ -79,6 +80,61 @@ def _transpose(g: Graph, n: Node, shapes: list[Shape]) -> list[Shape]:
     return [tuple(shapes[0][p] for p in perm)]
 
 
+def window_of(node: Node) -> Window:
+    """The sliding-window geometry stored on a Conv/pool node at import."""
+    a = node.attrs
+    return Window(
+        tuple(a["kernel"]),
+        tuple(a["strides"]),
+        tuple(a["dilations"]),
+        tuple(a["pads_begin"]),
+        tuple(a["pads_end"]),
+        bool(a.get("ceil_mode", False)),
+    )
+
+
+def _conv(g: Graph, n: Node, shapes: list[Shape]) -> list[Shape]:
+    x, w = shapes[0], shapes[1]
+    groups = n.attrs.get("group", 1)
+    if len(x) != len(w) - 1 or x[0] != w[1] * groups or w[0] % groups:
+        raise GraphError(f"{n.describe()}: input {x} does not match weight {w} with group={groups}")
+    out = window_of(n).out_size(x[1:])
+    if any(o < 1 for o in out):
+        raise GraphError(f"{n.describe()}: the window does not fit the input {x}")
+    return [(w[0], *out)]
+
+
+def _pool(g: Graph, n: Node, shapes: list[Shape]) -> list[Shape]:
+    x = shapes[0]
+    out = window_of(n).out_size(x[1:])
+    if any(o < 1 for o in out):
+        raise GraphError(f"{n.describe()}: the window does not fit the input {x}")
+    return [(x[0], *out)]
+
+
+def _global_pool(g: Graph, n: Node, shapes: list[Shape]) -> list[Shape]:
+    x = shapes[0]
+    return [(x[0], *(1 for _ in x[1:]))]
+
+
+def _concat(g: Graph, n: Node, shapes: list[Shape]) -> list[Shape]:
+    axis = n.attrs["axis"]
+    first = shapes[0]
+    for s in shapes[1:]:
+        if len(s) != len(first) or any(a != b for i, (a, b) in enumerate(zip(s, first, strict=True)) if i != axis):
+            raise GraphError(f"{n.describe()}: cannot concatenate {shapes} on axis {axis}")
+    return [(*first[:axis], sum(s[axis] for s in shapes), *first[axis + 1 :])]
+
+
+def _pad(g: Graph, n: Node, shapes: list[Shape]) -> list[Shape]:
+    x = shapes[0]
+    begin, end = n.attrs["pads_begin"], n.attrs["pads_end"]
+    out = tuple(d + b + e for d, b, e in zip(x, begin, end, strict=True))
+    if any(o < 1 for o in out):
+        raise GraphError(f"{n.describe()}: padding {begin}/{end} empties {x}")
+    return [out]
+
+
 OPS: dict[str, OpSpec] = {
     spec.name: spec
     for spec in [
@@ -96,6 +152,19 @@ OPS: dict[str, OpSpec] = {
         OpSpec("Reshape", _reshape, "static per-sample reshape"),
         OpSpec("Transpose", _transpose, "static per-sample permutation of axes"),
         OpSpec("Identity", _same, "pass-through (removed by canonicalization)"),
+        OpSpec("Conv", _conv, "N-d convolution (any kernel, stride, padding, dilation, groups incl. depthwise)"),
+        OpSpec("MaxPool", _pool, "max over sliding windows"),
+        OpSpec("AveragePool", _pool, "mean over sliding windows"),
+        OpSpec("GlobalAveragePool", _global_pool, "mean over all spatial positions"),
+        OpSpec("GlobalMaxPool", _global_pool, "max over all spatial positions"),
+        OpSpec("Concat", _concat, "concatenation along a per-sample axis"),
+        OpSpec("Pad", _pad, "constant/edge/reflect padding of per-sample axes"),
+        OpSpec("Softmax", _same, "softmax along one axis (legacy: over the flattened trailing axes)"),
+        OpSpec("Sigmoid", _same, "1 / (1 + exp(-x))"),
+        OpSpec("Tanh", _same, "tanh(x)"),
+        OpSpec("LeakyRelu", _same, "x if x >= 0 else alpha * x"),
+        OpSpec("HardSigmoid", _same, "max(0, min(1, alpha * x + beta))"),
+        OpSpec("HardSwish", _same, "x * max(0, min(1, x / 6 + 1 / 2))"),
     ]
 }
 

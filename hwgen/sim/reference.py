@@ -11,6 +11,7 @@ import numpy as np
 
 from hwgen.errors import DataError, GraphError
 from hwgen.ir.graph import Graph, Node
+from hwgen.ir.ops import window_of
 
 Kernel = Callable[[Node, list[np.ndarray]], np.ndarray]
 
@@ -64,6 +65,106 @@ def _transpose(node: Node, xs: list[np.ndarray]) -> np.ndarray:
     return xs[0].transpose((0, *(p + 1 for p in node.attrs["perm"])))
 
 
+def _windows(x: np.ndarray, node: Node, pad_value: float) -> tuple[np.ndarray, np.ndarray]:
+    """Sliding windows of a batched [N, C, *spatial] tensor: ([N, C, *out, *kernel], valid mask).
+
+    The mask marks window taps that fall on real input or explicit padding (not ceil_mode's
+    extra end padding), which AveragePool needs for its divisor.
+    """
+    w = window_of(node)
+    spatial = x.shape[2:]
+    out = w.out_size(spatial)
+    # pad enough at the end for ceil_mode windows that run past the explicit padding
+    extra = [
+        max(0, (o - 1) * st + w.span(a) - (n + b + e))
+        for a, (o, st, n, b, e) in enumerate(zip(out, w.strides, spatial, w.pads_begin, w.pads_end, strict=True))
+    ]
+    pad = [(0, 0), (0, 0)] + [(b, e + x_) for b, e, x_ in zip(w.pads_begin, w.pads_end, extra, strict=True)]
+    xp = np.pad(x, pad, mode="constant", constant_values=pad_value)
+    inside = np.pad(
+        np.ones(spatial, dtype=bool),
+        [(b, e) for b, e in zip(w.pads_begin, w.pads_end, strict=True)],
+        constant_values=True,
+    )
+    inside = np.pad(inside, [(0, x_) for x_ in extra], constant_values=False)
+    r = w.rank
+    spans = tuple(w.span(a) for a in range(r))
+    win = np.lib.stride_tricks.sliding_window_view(xp, spans, axis=tuple(range(2, 2 + r)))
+    msk = np.lib.stride_tricks.sliding_window_view(inside, spans)
+    sl_out = tuple(slice(None, (o - 1) * st + 1, st) for o, st in zip(out, w.strides, strict=True))
+    sl_k = tuple(slice(None, None, d) for d in w.dilations)
+    win = win[(slice(None), slice(None), *sl_out, *sl_k)]
+    msk = msk[(*sl_out, *sl_k)]
+    return win, msk
+
+
+def _conv(node: Node, xs: list[np.ndarray]) -> np.ndarray:
+    x, w = xs[0], xs[1]
+    groups = node.attrs.get("group", 1)
+    win, _ = _windows(x, node, 0.0)  # [N, C, *out, *k]
+    r = w.ndim - 2
+    n, c = x.shape[:2]
+    out_sp = win.shape[2 : 2 + r]
+    cg, mg = c // groups, w.shape[0] // groups
+    win = win.reshape(n, groups, cg, *out_sp, -1)  # [N, G, Cg, *out, K]
+    wg = w.reshape(groups, mg, cg, -1)  # [G, Mg, Cg, K]
+    y = np.einsum("ngc...k,gmck->ngm...", win, wg, optimize=True).reshape(n, w.shape[0], *out_sp)
+    if len(xs) > 2:
+        y = y + xs[2].reshape((1, -1) + (1,) * r)
+    return _activation(node, y)
+
+
+def _maxpool(node: Node, xs: list[np.ndarray]) -> np.ndarray:
+    win, _ = _windows(xs[0], node, -np.inf)
+    r = xs[0].ndim - 2
+    return win.max(axis=tuple(range(-r, 0)))
+
+
+def _avgpool(node: Node, xs: list[np.ndarray]) -> np.ndarray:
+    r = xs[0].ndim - 2
+    win, msk = _windows(xs[0], node, 0.0)
+    axes = tuple(range(-r, 0))
+    if node.attrs.get("count_include_pad", 0):
+        count = msk.sum(axis=axes)
+    else:
+        count = _real_counts(xs[0].shape[2:], node)
+    return win.sum(axis=axes) / count
+
+
+def _real_counts(spatial: tuple[int, ...], node: Node) -> np.ndarray:
+    """How many real (non-padding) inputs each pooling window covers."""
+    ones = np.ones((1, 1, *spatial))
+    win, _ = _windows(ones, node, 0.0)
+    r = len(spatial)
+    return win.sum(axis=tuple(range(-r, 0)))[0, 0]
+
+
+def _softmax(node: Node, xs: list[np.ndarray]) -> np.ndarray:
+    x = xs[0]
+    axis = node.attrs["axis"] + 1  # per-sample axis -> batched axis
+    if node.attrs.get("legacy", False):
+        flat = x.reshape(*x.shape[:axis], -1)
+        e = np.exp(flat - flat.max(axis=-1, keepdims=True))
+        return (e / e.sum(axis=-1, keepdims=True)).reshape(x.shape)
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _pad(node: Node, xs: list[np.ndarray]) -> np.ndarray:
+    x = xs[0]
+    begin, end = node.attrs["pads_begin"], node.attrs["pads_end"]
+    # negative pads crop
+    crop = tuple(
+        [slice(None)] + [slice(max(0, -b), d - max(0, -e)) for d, b, e in zip(x.shape[1:], begin, end, strict=True)]
+    )
+    x = x[crop]
+    width = [(0, 0)] + [(max(0, b), max(0, e)) for b, e in zip(begin, end, strict=True)]
+    mode = node.attrs.get("mode", "constant")
+    if mode == "constant":
+        return np.pad(x, width, mode="constant", constant_values=node.attrs.get("value", 0.0))
+    return np.pad(x, width, mode={"edge": "edge", "reflect": "reflect", "wrap": "wrap"}[mode])
+
+
 KERNELS: dict[str, Kernel] = {
     "Dense": _dense,
     "Gemm": _gemm,
@@ -79,6 +180,19 @@ KERNELS: dict[str, Kernel] = {
     "Reshape": _reshape,
     "Transpose": _transpose,
     "Identity": lambda n, xs: xs[0],
+    "Conv": _conv,
+    "MaxPool": _maxpool,
+    "AveragePool": _avgpool,
+    "GlobalAveragePool": lambda n, xs: xs[0].mean(axis=tuple(range(2, xs[0].ndim)), keepdims=True),
+    "GlobalMaxPool": lambda n, xs: xs[0].max(axis=tuple(range(2, xs[0].ndim)), keepdims=True),
+    "Concat": lambda n, xs: np.concatenate(xs, axis=n.attrs["axis"] + 1),
+    "Pad": _pad,
+    "Softmax": _softmax,
+    "Sigmoid": lambda n, xs: 1.0 / (1.0 + np.exp(-xs[0])),
+    "Tanh": lambda n, xs: np.tanh(xs[0]),
+    "LeakyRelu": lambda n, xs: np.where(xs[0] >= 0, xs[0], n.attrs.get("alpha", 0.01) * xs[0]),
+    "HardSigmoid": lambda n, xs: np.clip(n.attrs.get("alpha", 0.2) * xs[0] + n.attrs.get("beta", 0.5), 0.0, 1.0),
+    "HardSwish": lambda n, xs: xs[0] * np.clip(xs[0] / 6.0 + 0.5, 0.0, 1.0),
 }
 
 
