@@ -66,7 +66,7 @@ def compare(kind: str, got: np.ndarray, vec: Vectors, out_bits: int, output_name
     bad_elems = diff != 0
     bits = int(sum(bin(int(d)).count("1") for d in diff[bad_elems]))
     result: dict[str, Any] = {
-        "vectors": int(len(got)),
+        "vectors": len(got),
         "mismatches": int(bad_elems.any(axis=1).sum()),
         "mismatched_bits": bits,
     }

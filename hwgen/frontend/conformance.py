@@ -56,7 +56,7 @@ def _freeze_inputs(model: onnx.ModelProto, inputs: list[np.ndarray]) -> onnx.Mod
     return m
 
 
-def run_case(case) -> CaseResult:  # noqa: ANN001 (onnx's TestCase type is internal)
+def run_case(case) -> CaseResult:
     ops = tuple(sorted({n.op_type for n in case.model.graph.node}))
     if not set(ops) <= set(CONVERTERS):
         return CaseResult(case.name, ops, "unsupported", "op outside hwgen's op set")

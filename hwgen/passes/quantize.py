@@ -67,9 +67,7 @@ def quantize_fixed(graph: Graph, calib_x: np.ndarray, config: BuildConfig) -> Pa
         x_fmt = g.values[node.inputs[0]].type.format
         if not isinstance(x_fmt, FixedPoint):
             raise UnsupportedOpError(f"{node.describe()}: its input {node.inputs[0]!r} was not quantized")
-        if node.op in PASS_THROUGH:
-            _set_format(g, node.outputs[0], x_fmt)
-        elif node.op == "Relu":
+        if node.op in PASS_THROUGH or node.op == "Relu":
             _set_format(g, node.outputs[0], x_fmt)
         elif node.op == "Dense":
             records.append(_quantize_dense(g, node, x_fmt, ranges[node.outputs[0]], config))

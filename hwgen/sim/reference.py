@@ -124,10 +124,8 @@ def _avgpool(node: Node, xs: list[np.ndarray]) -> np.ndarray:
     r = xs[0].ndim - 2
     win, msk = _windows(xs[0], node, 0.0)
     axes = tuple(range(-r, 0))
-    if node.attrs.get("count_include_pad", 0):
-        count = msk.sum(axis=axes)
-    else:
-        count = _real_counts(xs[0].shape[2:], node)
+    include_pad = node.attrs.get("count_include_pad", 0)
+    count = msk.sum(axis=axes) if include_pad else _real_counts(xs[0].shape[2:], node)
     return win.sum(axis=axes) / count
 
 
