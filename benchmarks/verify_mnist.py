@@ -11,11 +11,14 @@ RTL-measured latency next to the Schedule's estimate.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from benchmarks.common import ROOT, provenance, save
 from hwgen.build import accuracy, build, load_build

@@ -21,7 +21,8 @@ from hwgen import __version__
 from hwgen.errors import HwgenError
 
 console = Console(stderr=True)
-out = Console()
+#: wide enough for the layer tables when stdout is a pipe or a CI log (rich defaults to 80 there)
+out = Console(width=None if sys.stdout.isatty() else 160)
 
 
 @contextmanager
@@ -135,7 +136,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             kind, str(r["vectors"]), str(r["mismatches"]), str(r["mismatched_bits"]), lat, f"{r['seconds']:.1f} s"
         )
     out.print(t)
-    for kind in ("csim", "rtl"):
+    for kind in [k for k, ran in (("csim", csim), ("rtl", rtl)) if ran]:
         r = section.get(kind) or {}
         if r.get("first_mismatch"):
             console.print(f"[red]VerificationError[/]: {r['first_mismatch']}")

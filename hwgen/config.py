@@ -161,5 +161,6 @@ def with_overrides(cfg: BuildConfig, **quant: Any) -> BuildConfig:
     quant = {k: v for k, v in quant.items() if v is not None}
     if not quant:
         return cfg
-    merged = {f.name: getattr(cfg.quantize, f.name) for f in fields(QuantConfig)} | quant
+    current = {f.name: getattr(cfg.quantize, f.name) for f in fields(QuantConfig)}
+    merged = {k: v for k, v in current.items() if v is not None} | quant
     return replace(cfg, quantize=_build(QuantConfig, merged, "command line"))

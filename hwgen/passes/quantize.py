@@ -30,11 +30,17 @@ _FRAC_LIMIT = 64
 
 
 def fixed_for_bound(bound: float, bits: int, signed: bool) -> FixedPoint:
-    """The finest power-of-two scale whose range still holds `bound`."""
+    """The finest power-of-two scale whose range still holds `bound` once rounded to nearest.
+
+    `bound` may exceed the largest code by less than half a step: it then rounds onto the
+    largest code instead of costing a whole bit of resolution (0.887 at 4 bits -> fixed<4,3>).
+    """
     max_code = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
     if not math.isfinite(bound) or bound <= 0.0:
         return FixedPoint(bits, bits - 1 if signed else bits, signed)
     frac = math.floor(math.log2(max_code / bound))
+    if math.ldexp(bound, frac + 1) < max_code + 0.5:
+        frac += 1
     return FixedPoint(bits, max(-_FRAC_LIMIT, min(_FRAC_LIMIT, frac)), signed)
 
 
