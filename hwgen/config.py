@@ -24,6 +24,7 @@ reuse = 64
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
@@ -79,6 +80,8 @@ class BuildConfig:
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a table of key = value pairs, got {data!r}")
     allowed = {f.name: f for f in fields(cls)}
     unknown = sorted(set(data) - set(allowed))
     if unknown:
@@ -121,8 +124,8 @@ def _check(obj: Any, where: str) -> None:
     if v is not None and not 50.0 < v <= 100.0:
         raise ConfigError(f"{where}.percentile = {v}: must be in (50, 100]")
     v = getattr(obj, "clock_mhz", None)
-    if v is not None and v <= 0:
-        raise ConfigError(f"{where}.clock_mhz = {v}: must be positive")
+    if v is not None and (not math.isfinite(v) or v <= 0):
+        raise ConfigError(f"{where}.clock_mhz = {v}: must be positive (a finite number of MHz)")
     v = getattr(obj, "target_ii", None)
     if v is not None and v < 0:
         raise ConfigError(f"{where}.target_ii = {v}: must be >= 0")

@@ -362,6 +362,7 @@ _VERILOG_KEYWORDS = {
     "xnor",
     "xor",
 }
+_C_MACROS = {"errno", "stdin", "stdout", "stderr", "offsetof", "va_arg", "va_start", "va_end", "setjmp"}
 RESERVED = frozenset(_CPP_KEYWORDS | _VERILOG_KEYWORDS)
 MAX_LEN = 48
 _LEGAL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -380,7 +381,8 @@ def legalize(name: str, taken: set[str] | None = None, *, prefix: str = "n") -> 
         s = prefix
     if s[0].isdigit():
         s = f"{prefix}{s}"
-    if s.lower() in RESERVED or s.startswith(("ap_", "hls_", "hwgen_")):
+    # all-capital names could collide with C macros (INLINE, BIAS, EOF in ap_types / libc)
+    if s.lower() in RESERVED or s in _C_MACROS or s.isupper() or s.startswith(("ap_", "hls_", "hwgen_")):
         s = f"{prefix}_{s}"
     if len(s) > MAX_LEN:
         digest = hashlib.sha256(name.encode()).hexdigest()[:8]
@@ -388,7 +390,8 @@ def legalize(name: str, taken: set[str] | None = None, *, prefix: str = "n") -> 
     if taken is not None:
         base, i = s, 1
         while s in taken:
-            s = f"{base}_{i}"
+            sfx = f"_{i}"
+            s = f"{base[: MAX_LEN - len(sfx)].rstrip('_')}{sfx}"
             i += 1
         taken.add(s)
     assert _LEGAL.match(s), s  # internal invariant of this function, not user input

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -73,17 +74,22 @@ def save_graph(graph: Graph, directory: Path) -> None:
 def load_graph(directory: Path) -> Graph:
     try:
         doc = json.loads((directory / "graph.json").read_text())
-        consts = np.load(directory / "constants.npz")
-    except (OSError, ValueError) as e:
-        raise ModelFileError(f"{directory}: not a saved hwgen graph ({e})") from e
-    if doc.get("version") != FORMAT_VERSION:
-        raise ModelFileError(f"{directory}: graph format version {doc.get('version')} is not {FORMAT_VERSION}")
-    g = Graph(doc["name"], inputs=doc["inputs"], outputs=doc["outputs"], meta=doc["meta"])
-    for i, v in enumerate(doc["values"]):
-        const = consts[f"c{i}"] if v["const"] else None
-        g.values[v["name"]] = Value(v["name"], TensorType(tuple(v["shape"]), parse_format(v["format"])), const)
-    for n in doc["nodes"]:
-        attrs = {k: _from_json(a) for k, a in n["attrs"].items()}
-        g.nodes.append(Node(n["name"], n["op"], n["inputs"], n["outputs"], attrs, n["onnx_name"], n["onnx_op"]))
+        if not isinstance(doc, dict):
+            raise TypeError("graph.json does not hold an object")
+        if doc.get("version") != FORMAT_VERSION:
+            raise ModelFileError(f"{directory}: graph format version {doc.get('version')} is not {FORMAT_VERSION}")
+        with np.load(directory / "constants.npz") as consts:
+            g = Graph(doc["name"], inputs=doc["inputs"], outputs=doc["outputs"], meta=doc["meta"])
+            for i, v in enumerate(doc["values"]):
+                const = np.array(consts[f"c{i}"]) if v["const"] else None
+                fmt = parse_format(v["format"])
+                g.values[v["name"]] = Value(v["name"], TensorType(tuple(v["shape"]), fmt), const)
+        for n in doc["nodes"]:
+            attrs = {k: _from_json(a) for k, a in n["attrs"].items()}
+            g.nodes.append(Node(n["name"], n["op"], n["inputs"], n["outputs"], attrs, n["onnx_name"], n["onnx_op"]))
+    except ModelFileError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile) as e:
+        raise ModelFileError(f"{directory}: not a saved hwgen graph ({type(e).__name__}: {e})") from e
     g.verify()
     return g

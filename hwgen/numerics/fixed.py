@@ -56,6 +56,8 @@ class FixedPoint:
     signed: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.frac, int) or isinstance(self.frac, bool):
+            raise FormatError(f"fixed point: frac must be an integer, got {self.frac!r}")
         if not isinstance(self.bits, int) or self.bits < 1 or (self.signed and self.bits < 2):
             raise FormatError(f"{self.name}: a fixed-point format needs bits >= {2 if self.signed else 1}")
 
@@ -93,6 +95,9 @@ class FixedPoint:
         if not np.all(np.isfinite(x)):
             raise FormatError(f"{self.name}: cannot encode NaN or infinity")
         scaled = round_scaled(np.ldexp(x, self.frac), rounding)
+        if Rounding(rounding) is Rounding.FLOOR:
+            # ldexp may underflow a tiny negative value to -0.0, whose floor is 0 instead of -1
+            scaled = np.where((scaled == 0) & (x < 0), -1.0, scaled)
         scaled = np.clip(scaled, -(2.0**62), 2.0**62)  # keep int64 conversion defined before saturation
         codes = scaled.astype(np.int64)
         return saturate(codes, self.min_code, self.max_code, overflow, self.bits, self.signed)

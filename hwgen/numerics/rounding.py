@@ -68,7 +68,8 @@ def round_scaled(x: np.ndarray, rounding: Rounding) -> np.ndarray:
     if rounding is Rounding.FLOOR:
         r = np.floor(x)
     elif rounding is Rounding.HALF_UP:
-        r = np.floor(x + 0.5)
+        r = np.floor(x)
+        r = r + (x - r >= 0.5)  # exact: x - floor(x) is representable; floor(x + 0.5) is not
     else:
         r = np.rint(x)  # IEEE round-half-to-even
     return r

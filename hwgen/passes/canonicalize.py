@@ -90,7 +90,8 @@ def _rewrite_once(g: Graph, records: list[NodeRecord]) -> bool:
         def rec(rule: str, _node: Node = node, **kv: object) -> None:
             records.append(NodeRecord(_node.name, _node.onnx_name, "canonicalize", {"rule": rule, **kv}))
 
-        if node.op == "Identity" and not (node.outputs[0] in g.outputs and node.inputs[0] in g.inputs):
+        port_copy = node.outputs[0] in g.outputs and (node.inputs[0] in g.inputs or node.inputs[0] in g.outputs)
+        if node.op == "Identity" and not port_copy:
             _bypass(g, node)
             rec("remove_identity")
             return True
@@ -98,7 +99,7 @@ def _rewrite_once(g: Graph, records: list[NodeRecord]) -> bool:
             node.op in ("Reshape", "Flatten")
             and g.value(node.inputs[0]).type.shape == g.value(node.outputs[0]).type.shape
         ):
-            if node.outputs[0] in g.outputs and node.inputs[0] in g.inputs:
+            if port_copy:
                 continue
             _bypass(g, node)
             rec("remove_noop_reshape")

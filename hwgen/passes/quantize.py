@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from hwgen.config import BuildConfig
-from hwgen.errors import UnsupportedOpError
+from hwgen.errors import FormatError, UnsupportedOpError
 from hwgen.ir.graph import Graph, Node, TensorType, Value
 from hwgen.numerics import FixedPoint, Overflow, Rounding
 from hwgen.passes.base import NodeRecord, PassResult
@@ -99,6 +99,11 @@ def _quantize_dense(g: Graph, node: Node, x_fmt: FixedPoint, out_range: Range, c
     acc_frac = x_fmt.frac + w_fmt.frac
     b_scaled = np.rint(np.ldexp(b, acc_frac))  # half-even onto the accumulator grid
     b_max = int(np.abs(b_scaled).max()) if b_scaled.size else 0
+    if b_max.bit_length() > 62:
+        raise FormatError(
+            f"{node.describe()}: the bias needs {b_max.bit_length() + 1} bits at the accumulator scale "
+            f"({x_fmt.name} x {w_fmt.name}); lower weight_bits/act_bits for this layer"
+        )
     b_fmt = FixedPoint(max(2, b_max.bit_length() + 1), acc_frac, signed=True)
     b_codes = b_scaled.astype(np.int64)
     out_fmt = fixed_for_bound(out_range.bound, a_bits, signed=not _nonnegative_output(node))
@@ -110,7 +115,9 @@ def _quantize_dense(g: Graph, node: Node, x_fmt: FixedPoint, out_range: Range, c
     node.inputs = [node.inputs[0], w_name, b_name]
     node.attrs["rounding"] = str(q.rounding)
     _set_format(g, node.outputs[0], out_fmt)
-    clip = out_range.bound > out_fmt.max_value or (out_fmt.signed and -out_range.lo > -out_fmt.min_value)
+    clip = out_range.hi >= (out_fmt.max_code + 0.5) * out_fmt.step or (
+        out_fmt.signed and out_range.lo < (out_fmt.min_code - 0.5) * out_fmt.step
+    )
     log.debug("%s: w=%s in=%s out=%s", node.name, w_fmt, x_fmt, out_fmt)
     return NodeRecord(
         node.name,
