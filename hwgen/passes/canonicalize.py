@@ -4,12 +4,14 @@ Rewrite rules, applied until nothing changes:
   1. Identity (and Dropout/Cast imported as Identity) is removed.
   2. Gemm becomes Dense: W = alpha * (B^T or B) stored [out, in]; bias = beta * C.
   3. MatMul by a constant matrix becomes Dense with W = B^T and no bias.
-  4. Dense -> Add/Sub of a constant (broadcastable to [out]) folds into the bias.
-  5. Dense -> Mul/Div by a constant (scalar or per output) folds into W and the bias.
-  6. Dense -> BatchNormalization folds into W and the bias.
-  7. Dense -> Relu / Clip fuses as the Dense activation (the hardware clamps during requantization).
+  4. Dense/Conv -> Add/Sub of a constant (scalar or per output channel) folds into the bias.
+  5. Dense/Conv -> Mul/Div by a constant (scalar or per output channel) folds into W and the bias.
+  6. Dense/Conv -> BatchNormalization folds into W and the bias.
+  7. Dense/Conv -> Relu / Clip fuses as the activation (the hardware clamps during requantization).
   8. Reshape/Flatten that does not change the shape is removed.
-Rules 4-7 apply only when the Dense output has no other consumer and is not a graph output.
+  9. Add of two activations -> Relu fuses as the Add's activation.
+Rules 4-7 and 9 apply only when the first node's output has no other consumer and is not a
+graph output.
 Refuses: nothing; ops it does not rewrite are left as they are.
 """
 
@@ -52,11 +54,15 @@ def _new_const(g: Graph, base: str, arr: np.ndarray) -> str:
     return name
 
 
-def _set_dense_params(g: Graph, node: Node, w: np.ndarray, b: np.ndarray) -> None:
+#: ops with a weight tensor [out, ...] and an optional per-output bias, into which scales/BN fold
+MAC_OPS = ("Dense", "Conv")
+
+
+def _set_mac_params(g: Graph, node: Node, w: np.ndarray, b: np.ndarray) -> None:
     node.inputs = [node.inputs[0], _new_const(g, f"{node.name}.weight", w), _new_const(g, f"{node.name}.bias", b)]
 
 
-def _dense_params(g: Graph, node: Node) -> tuple[np.ndarray, np.ndarray]:
+def _mac_params(g: Graph, node: Node) -> tuple[np.ndarray, np.ndarray]:
     w = np.asarray(g.const(node.inputs[1]), dtype=np.float64)
     b = (
         np.broadcast_to(np.asarray(g.const(node.inputs[2]), dtype=np.float64), (w.shape[0],)).copy()
@@ -66,12 +72,20 @@ def _dense_params(g: Graph, node: Node) -> tuple[np.ndarray, np.ndarray]:
     return w, b
 
 
-def _per_output(g: Graph, const_name: str, n_out: int) -> np.ndarray | None:
-    """A constant as a length-n_out vector, if it broadcasts along the last axis only."""
+def _per_output(g: Graph, node: Node, const_name: str, n_out: int) -> np.ndarray | None:
+    """A constant as a length-n_out vector, if it only varies along the output-channel axis.
+
+    That axis is the last one of a Dense output and the first (per-sample) axis of a Conv output.
+    """
     c = np.asarray(g.const(const_name), dtype=np.float64)
     if c.size == 1:
         return np.full(n_out, float(c.reshape(())))
-    if c.ndim >= 1 and c.shape[-1] == n_out and c.size == n_out:
+    out_rank = len(g.value(node.outputs[0]).type.shape)
+    if c.ndim > out_rank:
+        return None
+    full = (1,) * (out_rank - c.ndim) + c.shape
+    axis = 0 if node.op == "Conv" else out_rank - 1
+    if full[axis] == n_out and c.size == n_out:
         return c.reshape(n_out)
     return None
 
@@ -114,26 +128,35 @@ def _rewrite_once(g: Graph, records: list[NodeRecord]) -> bool:
                     "beta", 1.0
                 )
             node.op, node.attrs = "Dense", {"activation": "none"}
-            _set_dense_params(g, node, w, b)
+            _set_mac_params(g, node, w, b)
             rec("gemm_to_dense")
             return True
         if node.op == "MatMul":
             w = np.asarray(g.const(node.inputs[1]), dtype=np.float64).T
             node.op, node.attrs = "Dense", {"activation": "none"}
-            _set_dense_params(g, node, w, np.zeros(w.shape[0]))
+            _set_mac_params(g, node, w, np.zeros(w.shape[0]))
             rec("matmul_to_dense")
             return True
-        if node.op != "Dense" or node.attrs.get("activation", "none") != "none":
+        if node.op == "Add" and node.attrs.get("activation", "none") == "none" and len(g.activations(node)) == 2:
+            nxt = _sole_consumer(g, node.outputs[0])
+            if nxt is not None and nxt.op == "Relu":
+                node.attrs = {**node.attrs, "activation": "relu"}
+                _merge_into(g, node, nxt)
+                rec("fuse_add_relu")
+                return True
+            continue
+        if node.op not in MAC_OPS or node.attrs.get("activation", "none") != "none":
             continue
         nxt = _sole_consumer(g, node.outputs[0])
         if nxt is None:
             continue
-        w, b = _dense_params(g, node)
+        w, b = _mac_params(g, node)
         n_out = w.shape[0]
+        per_out = (n_out,) + (1,) * (w.ndim - 1)  # broadcast a per-output vector over W
         other = [i for i in nxt.inputs if i != node.outputs[0]]
         const = other[0] if len(other) == 1 and g.values[other[0]].is_const else None
         if nxt.op in ("Add", "Sub", "Mul", "Div") and const is not None:
-            c = _per_output(g, const, n_out)
+            c = _per_output(g, node, const, n_out)
             first = nxt.inputs[0] == node.outputs[0]
             if c is None or (nxt.op == "Div" and (not first or np.any(c == 0))):
                 continue
@@ -142,28 +165,29 @@ def _rewrite_once(g: Graph, records: list[NodeRecord]) -> bool:
             elif nxt.op == "Sub":
                 w, b = (w, b - c) if first else (-w, c - b)
             elif nxt.op == "Mul":
-                w, b = w * c[:, None], b * c
+                w, b = w * c.reshape(per_out), b * c
             else:
-                w, b = w / c[:, None], b / c
-            _set_dense_params(g, node, w, b)
+                w, b = w / c.reshape(per_out), b / c
+            _set_mac_params(g, node, w, b)
             _merge_into(g, node, nxt)
             rec(f"fold_{nxt.op.lower()}")
             return True
-        if nxt.op == "BatchNormalization" and len(g.value(node.outputs[0]).type.shape) == 1:
+        channel_ok = node.op == "Conv" or len(g.value(node.outputs[0]).type.shape) == 1
+        if nxt.op == "BatchNormalization" and channel_ok:
             gamma, beta, mean, var = (np.asarray(g.const(i), dtype=np.float64) for i in nxt.inputs[1:5])
-            s = gamma / np.sqrt(var + nxt.attrs.get("epsilon", 1e-5))
-            _set_dense_params(g, node, w * s[:, None], (b - mean) * s + beta)
+            sc = gamma / np.sqrt(var + nxt.attrs.get("epsilon", 1e-5))
+            _set_mac_params(g, node, w * sc.reshape(per_out), (b - mean) * sc + beta)
             _merge_into(g, node, nxt)
             rec("fold_batchnorm")
             return True
         if nxt.op == "Relu":
-            node.attrs = {"activation": "relu"}
+            node.attrs = {**node.attrs, "activation": "relu"}
             _merge_into(g, node, nxt)
             rec("fuse_relu")
             return True
         if nxt.op == "Clip":
             lo, hi = nxt.attrs.get("min", -np.inf), nxt.attrs.get("max", np.inf)
-            node.attrs = {"activation": "clip", "clip_lo": float(lo), "clip_hi": float(hi)}
+            node.attrs = {**node.attrs, "activation": "clip", "clip_lo": float(lo), "clip_hi": float(hi)}
             _merge_into(g, node, nxt)
             rec("fuse_clip", min=lo, max=hi)
             return True

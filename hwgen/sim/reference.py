@@ -167,7 +167,7 @@ KERNELS: dict[str, Kernel] = {
     "Dense": _dense,
     "Gemm": _gemm,
     "MatMul": lambda n, xs: xs[0] @ xs[1],
-    "Add": lambda n, xs: xs[0] + xs[1],
+    "Add": lambda n, xs: _activation(n, xs[0] + xs[1]),
     "Sub": lambda n, xs: xs[0] - xs[1],
     "Mul": lambda n, xs: xs[0] * xs[1],
     "Div": lambda n, xs: xs[0] / xs[1],
