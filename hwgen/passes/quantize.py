@@ -1,6 +1,6 @@
 """Fixed-point post-training quantization with power-of-two scales.
 
-Rewrites: every activation value gets a FixedPoint format from calibration; every Dense weight
+Rewrites: every activation value gets a FixedPoint format from calibration; every Dense/Conv weight
 is replaced by its quantized values (exactly representable in its per-tensor format) and its
 bias by codes at the accumulator's scale (frac_in + frac_w), so `sim.exact` is exact integer
 arithmetic. Dense nodes get `rounding` (the requantization mode).
@@ -24,8 +24,24 @@ from hwgen.passes.calibrate import Range, calibrate
 
 log = logging.getLogger(__name__)
 
-#: ops whose output codes equal their input codes (only the shape changes)
-PASS_THROUGH = ("Flatten", "Reshape", "Transpose", "Identity")
+#: ops whose output codes are (a selection of) their input codes: the format passes through
+PASS_THROUGH = (
+    "Flatten",
+    "Reshape",
+    "Transpose",
+    "Identity",
+    "Relu",
+    "MaxPool",
+    "GlobalMaxPool",
+    "Clip",
+    "Pad",
+    "AveragePool",
+    "GlobalAveragePool",
+)
+#: element-wise functions computed as a lookup table indexed by the input code
+LUT_OPS = ("Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "LeakyRelu")
+#: the widest input code a lookup table may be indexed by
+LUT_MAX_INPUT_BITS = 16
 _FRAC_LIMIT = 64
 
 
@@ -73,15 +89,31 @@ def quantize_fixed(graph: Graph, calib_x: np.ndarray, config: BuildConfig) -> Pa
         x_fmt = g.values[node.inputs[0]].type.format
         if not isinstance(x_fmt, FixedPoint):
             raise UnsupportedOpError(f"{node.describe()}: its input {node.inputs[0]!r} was not quantized")
-        if node.op in PASS_THROUGH or node.op == "Relu":
-            _set_format(g, node.outputs[0], x_fmt)
-        elif node.op == "Dense":
-            records.append(_quantize_dense(g, node, x_fmt, ranges[node.outputs[0]], config))
-        else:
+        layer = config.layer(node.name, node.onnx_name)
+        a_bits = layer.act_bits or q.act_bits
+        out_range = ranges[node.outputs[0]]
+        if any(g.values[i].is_const for i in node.inputs[1:]) and node.op not in ("Dense", "Conv", "Pad"):
             raise UnsupportedOpError(
-                f"{node.describe()}: no fixed-point implementation of {node.op} yet "
-                "(supported after canonicalization: Dense with ReLU/Clip, Flatten, Reshape, Relu)"
+                f"{node.describe()}: no fixed-point implementation of {node.op} with a constant operand; "
+                "fold it into a neighbouring Conv/Gemm or remove it"
             )
+        node.attrs["rounding"] = str(q.rounding)
+        if node.op in PASS_THROUGH:
+            _set_format(g, node.outputs[0], x_fmt)
+        elif node.op in ("Dense", "Conv"):
+            records.append(_quantize_dense(g, node, x_fmt, out_range, config))
+        elif node.op in ("Add", "Concat") or node.op in LUT_OPS:
+            nonneg = node.attrs.get("activation") == "relu" or node.op in ("Sigmoid", "HardSigmoid")
+            if node.op in LUT_OPS and x_fmt.bits > LUT_MAX_INPUT_BITS:
+                raise UnsupportedOpError(
+                    f"{node.describe()}: {node.op} is a lookup table over {x_fmt.bits}-bit input codes; "
+                    f"at most {LUT_MAX_INPUT_BITS} bits are supported: lower act_bits of the layer before it"
+                )
+            _set_format(g, node.outputs[0], fixed_for_bound(out_range.bound, a_bits, signed=not nonneg))
+        elif node.op == "Softmax":
+            _set_format(g, node.outputs[0], fixed_for_bound(1.0, a_bits, signed=False))
+        else:
+            raise UnsupportedOpError(f"{node.describe()}: no fixed-point implementation of {node.op} yet")
     g.meta["quantized"] = "fixed"
     g.meta["input_rounding"] = str(q.input_rounding)
     return PassResult(g, True, records)

@@ -44,3 +44,40 @@ def dense(
     acc = matmul_exact(np.asarray(x), np.asarray(w))
     acc = acc + (np.asarray(b).astype(object) if acc.dtype == object else np.asarray(b, dtype=np.int64))
     return requantize(acc, shift, rounding, lo, hi)
+
+
+def align_add(a: np.ndarray, fa: int, b: np.ndarray, fb: int) -> tuple[np.ndarray, int]:
+    """a * 2**-fa + b * 2**-fb exactly, as codes at the finer of the two scales."""
+    f = max(fa, fb)
+    return np.left_shift(np.asarray(a, dtype=np.int64), f - fa) + np.left_shift(
+        np.asarray(b, dtype=np.int64), f - fb
+    ), f
+
+
+def avgpool_multiplier(count: int) -> tuple[int, int]:
+    """(M, S) with M / 2**S ~ 1 / count: 16 significant bits, M = round_half_even(2**S / count).
+
+    The golden model and both hardware views divide a window sum by `count` as (sum * M) >> S.
+    """
+    s = 16 + int(count).bit_length()
+    q, r = divmod(1 << s, count)
+    m = q + (1 if 2 * r > count or (2 * r == count and q & 1) else 0)
+    return m, s
+
+
+def softmax_exp_table(in_frac: int, size: int) -> np.ndarray:
+    """E[d] = round_half_even(2**16 * exp(-d * 2**-in_frac)) for d = 0..size-1 (codes of max - x)."""
+    d = np.arange(size, dtype=np.float64)
+    return np.rint(np.ldexp(np.exp(-np.ldexp(d, -in_frac)), 16)).astype(np.int64)
+
+
+def softmax(x: np.ndarray, axis: int, in_frac: int, in_bits: int, out_frac: int, hi: int) -> np.ndarray:
+    """Integer softmax along `axis`: y = clamp(round_half_up(E[max - x] * 2**out_frac / sum E), 0, hi)."""
+    x = np.asarray(x, dtype=np.int64)
+    d = x.max(axis=axis, keepdims=True) - x
+    table = softmax_exp_table(in_frac, 1 << in_bits)
+    e = table[d]
+    s = e.sum(axis=axis, keepdims=True)
+    num = e << (out_frac + 1)
+    y = (num + s) // (2 * s)
+    return np.minimum(y, hi).astype(np.int64)

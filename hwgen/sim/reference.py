@@ -65,7 +65,7 @@ def _transpose(node: Node, xs: list[np.ndarray]) -> np.ndarray:
     return xs[0].transpose((0, *(p + 1 for p in node.attrs["perm"])))
 
 
-def _windows(x: np.ndarray, node: Node, pad_value: float) -> tuple[np.ndarray, np.ndarray]:
+def windows(x: np.ndarray, node: Node, pad_value: float) -> tuple[np.ndarray, np.ndarray]:
     """Sliding windows of a batched [N, C, *spatial] tensor: ([N, C, *out, *kernel], valid mask).
 
     The mask marks window taps that fall on real input or explicit padding (not ceil_mode's
@@ -101,7 +101,7 @@ def _windows(x: np.ndarray, node: Node, pad_value: float) -> tuple[np.ndarray, n
 def _conv(node: Node, xs: list[np.ndarray]) -> np.ndarray:
     x, w = xs[0], xs[1]
     groups = node.attrs.get("group", 1)
-    win, _ = _windows(x, node, 0.0)  # [N, C, *out, *k]
+    win, _ = windows(x, node, 0.0)  # [N, C, *out, *k]
     r = w.ndim - 2
     n, c = x.shape[:2]
     out_sp = win.shape[2 : 2 + r]
@@ -115,24 +115,24 @@ def _conv(node: Node, xs: list[np.ndarray]) -> np.ndarray:
 
 
 def _maxpool(node: Node, xs: list[np.ndarray]) -> np.ndarray:
-    win, _ = _windows(xs[0], node, -np.inf)
+    win, _ = windows(xs[0], node, -np.inf)
     r = xs[0].ndim - 2
     return win.max(axis=tuple(range(-r, 0)))
 
 
 def _avgpool(node: Node, xs: list[np.ndarray]) -> np.ndarray:
     r = xs[0].ndim - 2
-    win, msk = _windows(xs[0], node, 0.0)
+    win, msk = windows(xs[0], node, 0.0)
     axes = tuple(range(-r, 0))
     include_pad = node.attrs.get("count_include_pad", 0)
-    count = msk.sum(axis=axes) if include_pad else _real_counts(xs[0].shape[2:], node)
+    count = msk.sum(axis=axes) if include_pad else real_counts(xs[0].shape[2:], node)
     return win.sum(axis=axes) / count
 
 
-def _real_counts(spatial: tuple[int, ...], node: Node) -> np.ndarray:
+def real_counts(spatial: tuple[int, ...], node: Node) -> np.ndarray:
     """How many real (non-padding) inputs each pooling window covers."""
     ones = np.ones((1, 1, *spatial))
-    win, _ = _windows(ones, node, 0.0)
+    win, _ = windows(ones, node, 0.0)
     r = len(spatial)
     return win.sum(axis=tuple(range(-r, 0)))[0, 0]
 

@@ -365,14 +365,14 @@ def test_w8a8_accuracy_on_the_bundled_model(lenet_model, mnist_test, mnist_calib
 
 # -- refusals -----------------------------------------------------------------------------------
 def test_unsupported_op_after_canonicalization() -> None:
-    """An Add of two activations survives canonicalization and has no fixed-point kernel."""
+    """A Mul of two activations survives canonicalization and has no fixed-point kernel."""
     rng = np.random.default_rng(14)
     nodes = [
         helper.make_node("Gemm", ["x", "W"], ["h"], name="fc", transB=1),
-        helper.make_node("Add", ["h", "x"], ["y"], name="/block/residual"),
+        helper.make_node("Mul", ["h", "x"], ["y"], name="/block/residual"),
     ]
     g = canonical(make_model(nodes, {"x": ["N", 4]}, {"y": ["N", 4]}, {"W": rng.normal(size=(4, 4))}))
-    with pytest.raises(UnsupportedOpError, match=r"node '/block/residual' \(ONNX '/block/residual', Add\).*Add"):
+    with pytest.raises(UnsupportedOpError, match=r"node '/block/residual' \(ONNX '/block/residual', Mul\).*Mul"):
         quantize_fixed(g, random_input((4,), 14, 10), quant_config())
 
 
