@@ -83,7 +83,7 @@ def test_quantized_cnn_tracks_float(tmp_path, act) -> None:
 
 def _direct_conv(x, w, b, stride, pad, groups):
     """Plain loops over codes: an independent definition of grouped 2-D convolution."""
-    n, c, h, wd = x.shape
+    n, _c, h, wd = x.shape
     m, cg, kh, kw = w.shape
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     oh, ow = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
