@@ -71,15 +71,22 @@ def _print_build(report: dict) -> None:
     for col in ("layer", "engine", "in->out", "weights", "acts", "PE x SIMD", "reuse", "acc", "latency"):
         t.add_column(col, justify="right" if col in ("reuse", "latency") else "left")
     for lay in report["layers"]:
+        if "in_features" in lay:
+            shape = f"{lay['in_features']}->{lay['out_features']}"
+        elif "in_shape" in lay:
+            shape = f"{'x'.join(map(str, lay['in_shape']))}->{'x'.join(map(str, lay['out_shape']))}"
+        else:
+            shape = ""
+        fold = f"{lay['pe']} x {lay['simd']}" if "pe" in lay else ""
         t.add_row(
             lay["name"],
             lay["engine"],
-            f"{lay['in_features']}->{lay['out_features']}",
-            lay["weight_format"],
-            lay["act_format"],
-            f"{lay['pe']} x {lay['simd']}",
-            str(lay["reuse"]),
-            lay["widths"]["accumulator"],
+            shape,
+            lay.get("weight_format") or "",
+            lay.get("act_format") or "",
+            fold,
+            str(lay["reuse"] or ""),
+            lay["widths"]["accumulator"] if "widths" in lay else "",
             str(lay["latency_cycles"]),
         )
     out.print(t)

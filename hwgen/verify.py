@@ -18,6 +18,7 @@ from hwgen.build import LoadedBuild
 from hwgen.data import load_data
 from hwgen.errors import VerificationError
 from hwgen.hw.plan import IntType
+from hwgen.hw.streams import from_stream_order, to_stream_order
 from hwgen.report.summary import write_json
 from hwgen.sim import exact
 
@@ -45,13 +46,13 @@ def make_vectors(build: LoadedBuild, n: int, data: Path | None, seed: int) -> Ve
     if data is not None:
         x, _y = load_data(data, g)
         x = x[:n]
-        codes = exact.encode_input(g, x).reshape(len(x), -1)
+        codes = to_stream_order(exact.encode_input(g, x))
         desc = f"{data.name}[0:{len(x)}]"
     else:
         codes = extreme_and_random_codes(s.input.elem, s.input.count, n, seed)
         desc = f"extremes + random codes, seed {seed}"
     shape = g.value(g.inputs[0]).type.shape
-    expected = exact.run_codes(g, codes.reshape(len(codes), *shape))[g.outputs[0]].reshape(len(codes), -1)
+    expected = to_stream_order(exact.run_codes(g, from_stream_order(codes, shape))[g.outputs[0]])
     return Vectors(codes, expected, desc)
 
 

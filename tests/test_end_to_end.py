@@ -94,7 +94,7 @@ def test_rtl_bit_exact_with_backpressure_and_latency(built) -> None:
 
 @pytest.mark.gxx
 def test_csim_detects_a_tampered_weight(built, tmp_path: Path) -> None:
-    """The comparison can fail: flip one weight literal in the generated HLS and expect mismatches."""
+    """The comparison can fail: corrupt the weight ROM in the generated HLS and expect mismatches."""
     import shutil
 
     _bits, b = built
@@ -104,9 +104,10 @@ def test_csim_detects_a_tampered_weight(built, tmp_path: Path) -> None:
     pattern = re.compile(r"(?<![\w<])(-?\d+)(?=,)")
     for src in sources:
         text = src.read_text()
-        if "weights" in text.lower():
-            # change many literals so at least one used weight moves by far more than rounding hides
-            new, count = pattern.subn(lambda m: str(-int(m.group(1)) or 1), text, count=5000)
+        if "Weight ROM" in text:
+            # negate every weight literal of the first layer (MNIST's border pixels are always 0, so
+            # a handful of changed weights could go unnoticed; all of them cannot)
+            new, count = pattern.subn(lambda m: str(-int(m.group(1)) or 1), text)
             if count:
                 src.write_text(new)
                 break

@@ -1,21 +1,54 @@
 """Quantized IR -> Schedule: pick an engine and a folding for every node.
 
-Today's hardware is a chain of dense engines over element-serial streams; reshapes between
-them are free because the stream order (C order) does not change.
+MLPs become a chain of dense engines over element-serial streams. Other graphs (CNNs) become a
+dataflow graph of engines over channels-last streams (HWC: pixel by pixel, channels within a
+pixel), with forks before values that several engines read. Flattening an image changes the
+element order from ONNX's CHW to the stream's HWC, so the Dense that reads it has its weight
+columns permuted to stream order; reshapes are otherwise free.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
 
 from hwgen.config import BuildConfig
 from hwgen.errors import ScheduleError, UnsupportedOpError
 from hwgen.hw.names import legalize
-from hwgen.hw.plan import DensePlan, IntType, Requant, Schedule, StreamPort
-from hwgen.hw.schedule import chain_schedule, choose_folding, plan_dense, valid_foldings
+from hwgen.hw.plan import (
+    AddPlan,
+    ConcatPart,
+    ConcatPlan,
+    ConvPlan,
+    DensePlan,
+    ForkPlan,
+    IntType,
+    LutPlan,
+    PoolPlan,
+    Requant,
+    Schedule,
+    Stream,
+    StreamPort,
+)
+from hwgen.hw.schedule import (
+    accumulator_range,
+    chain_schedule,
+    choose_folding,
+    int_type_for,
+    model_hash,
+    plan_dense,
+    product_type,
+    signed_bits_for,
+    valid_foldings,
+)
 from hwgen.ir.graph import Graph, Node
-from hwgen.numerics import FixedPoint
-from hwgen.sim.exact import dense_codes, dense_requant, fixed_format
+from hwgen.numerics import FixedPoint, Rounding
+from hwgen.sim.exact import LUT_OPS, dense_codes, dense_requant, fixed_format
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +106,11 @@ def _port(graph: Graph, value: str, taken: set[str]) -> StreamPort:
 
 
 def schedule_graph(graph: Graph, config: BuildConfig, top: str | None = None) -> Schedule:
-    """The hardware plan of a quantized graph."""
+    """The hardware plan of a quantized graph: a chain of dense engines, or a general dataflow graph."""
+    if any(n.op not in (*FREE_OPS, "Dense") for n in graph.nodes) or any(
+        len(graph.value(v).type.shape) > 1 for n in graph.nodes if n.op == "Dense" for v in n.inputs[:1]
+    ):
+        return _lower_dag(graph, config, top)
     chain = _chain(graph)
     if not chain:
         raise ScheduleError(f"model '{graph.name}': no layer to put in hardware")
@@ -104,3 +141,332 @@ def schedule_graph(graph: Graph, config: BuildConfig, top: str | None = None) ->
     sched = chain_schedule(top_name, graph.name, plans, inp, out)
     log.info("schedule: %d engines, latency %d cycles, II %d", len(plans), sched.latency, sched.ii)
     return sched
+
+
+# ---------------------------------------------------------------------------------------------
+# General dataflow graphs (CNNs): channels-last streams, forks, residual adds, concat
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _StreamInfo:
+    """How an IR value travels: its stream, the stream's shape, and for vectors the order."""
+
+    stream: str
+    shape: tuple[int, ...]  #: stream order: (H, W, C) or (K,)
+    perm: np.ndarray | None = None  #: vectors: stream position -> C-order index of the IR tensor
+
+
+def _stream_shape(shape: tuple[int, ...], where: str) -> tuple[int, ...]:
+    if len(shape) == 1:
+        return shape
+    if len(shape) == 3:
+        c, h, w = shape
+        return (h, w, c)
+    raise ScheduleError(
+        f"{where}: tensors of per-sample shape {list(shape)} have no stream layout (use [C,H,W] or [K])"
+    )
+
+
+def _hwc_perm(c: int, h: int, w: int) -> np.ndarray | None:
+    """Stream position (h, w, c) -> C-order (c, h, w) index, or None when the two orders agree."""
+    if c == 1 or h * w == 1:
+        return None
+    return np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
+
+
+def _conv_folding(
+    node: Node, c_out: int, cg: int, per_pixel_taps: int, pixels: int, target: int, config: BuildConfig
+) -> tuple[int, int]:
+    """(PE, SIMD): PE | c_out, SIMD | cg; the fewest multipliers whose cycles fit the target."""
+    divs = lambda n: [d for d in range(1, n + 1) if n % d == 0]  # noqa: E731
+    options = [(pe, simd) for pe in divs(c_out) for simd in divs(cg)]
+    cycles = lambda o: pixels * (c_out // o[0]) * (cg // o[1]) * per_pixel_taps  # noqa: E731
+    layer = config.layer(node.name, node.onnx_name)
+    if layer.reuse is not None:
+        reuse = layer.reuse
+        fit = [o for o in options if (c_out // o[0]) * (cg // o[1]) * per_pixel_taps >= reuse]
+        return min(fit, key=lambda o: ((c_out // o[0]) * (cg // o[1]), -o[0])) if fit else (1, 1)
+    fit = [o for o in options if cycles(o) <= target]
+    if not fit:
+        return max(options, key=lambda o: o[0] * o[1])
+    return min(fit, key=lambda o: (o[0] * o[1], -o[0]))
+
+
+def _lower_dag(graph: Graph, config: BuildConfig, top: str | None) -> Schedule:
+    from hwgen.hw.engine_timing import engine_timing, graph_latency
+    from hwgen.sim.exact import activation_bounds, clip_bounds, lut_table
+    from hwgen.sim.integer_kernels import avgpool_multiplier
+
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise UnsupportedOpError(f"model '{graph.name}': the hardware has one input and one output stream")
+    taken: set[str] = set()
+    top_name = legalize(top or graph.name or "model", taken, prefix="m")
+    target = config.hardware.target_ii or max(v.type.size for v in graph.values.values() if not v.is_const)
+    info: dict[str, _StreamInfo] = {}
+    streams: dict[str, Stream] = {}
+    engines: list = []
+
+    def new_stream(value: str, shape: tuple[int, ...], perm: np.ndarray | None = None) -> _StreamInfo:
+        name = legalize(value, taken, prefix="s")
+        streams[name] = Stream(name, value, code_type(fixed_format(graph, value)), shape)
+        info[value] = _StreamInfo(name, shape, perm)
+        return info[value]
+
+    x0 = graph.inputs[0]
+    new_stream(x0, _stream_shape(graph.value(x0).type.shape, f"input {x0!r}"))
+    for node in graph.nodes:
+        where = node.describe()
+        x = node.inputs[0]
+        if x not in info:
+            raise ScheduleError(f"{where}: its input {x!r} has no stream")
+        src = info[x]
+        out_v = node.outputs[0]
+        out_shape = graph.value(out_v).type.shape
+        name = functools.partial(legalize, node.name, taken, prefix="l")
+        common = {"source": node.onnx_name or node.name}
+        if node.op in FREE_OPS:
+            if len(out_shape) == 1 and len(src.shape) == 3:
+                h, w, c = src.shape
+                info[out_v] = _StreamInfo(src.stream, (c * h * w,), _hwc_perm(c, h, w))
+            elif len(out_shape) == len(src.shape) == 1 or _stream_shape(out_shape, where) == src.shape:
+                info[out_v] = _StreamInfo(src.stream, _stream_shape(out_shape, where), src.perm)
+            elif len(out_shape) == 3 and out_shape[1] * out_shape[2] == 1 and src.perm is None:
+                info[out_v] = _StreamInfo(src.stream, _stream_shape(out_shape, where))
+            else:
+                raise ScheduleError(f"{where}: a reshape from {src.shape} to {list(out_shape)} reorders the stream")
+            continue
+        in_t = code_type(fixed_format(graph, x))
+        out_t = code_type(fixed_format(graph, out_v))
+        if node.op == "Dense":
+            w, b = dense_codes(graph, node)
+            if src.perm is not None:
+                w = w[:, src.perm]  # weights follow the stream's element order
+            m, k = w.shape
+            pe, simd = _reuse_for(node, k, m, config, target)
+            r = dense_requant(graph, node)
+            plan = plan_dense(
+                name(), common["source"], w, b, in_t, out_t, Requant(r.shift, r.rounding, r.lo, r.hi), pe=pe, simd=simd
+            )
+            out_info = new_stream(out_v, (m,))
+        elif node.op == "Conv":
+            if len(src.shape) != 3 or node.attrs.get("dilations", (1, 1)) != (1, 1):
+                raise ScheduleError(f"{where}: the conv engine takes 2-D images with dilation 1")
+            w, b = dense_codes(graph, node)
+            r = dense_requant(graph, node)
+            h, wd, c = src.shape
+            groups = int(node.attrs.get("group", 1))
+            kh, kw = node.attrs["kernel"]
+            oc, oh, ow = out_shape
+            pe, simd = _conv_folding(node, oc, c // groups, kh * kw, oh * ow, target, config)
+            if groups > 1 and not (c // groups == 1 and oc // groups == 1) and (oc // groups) % pe:
+                pe = math.gcd(pe, oc // groups)
+            w_t = int_type_for(int(min(w.min(), 0)), int(max(w.max(), 0)))
+            w_t = w_t if w_t.signed else IntType(w_t.bits + 1, True)
+            lo, hi = _conv_acc_range(w, b, in_t)
+            plan = ConvPlan(
+                name=name(),
+                channels_in=c,
+                channels_out=oc,
+                in_h=h,
+                in_w=wd,
+                out_h=oh,
+                out_w=ow,
+                kernel=(kh, kw),
+                stride=tuple(node.attrs["strides"]),
+                pads_begin=tuple(node.attrs["pads_begin"]),
+                pads_end=tuple(node.attrs["pads_end"]),
+                groups=groups,
+                pe=pe,
+                simd=simd,
+                inp=in_t,
+                w=w_t,
+                prod=product_type(in_t, w_t),
+                acc=IntType(signed_bits_for(lo, hi), True),
+                out=out_t,
+                bias=IntType(signed_bits_for(int(min(b.min(), 0)), int(max(b.max(), 0))), True),
+                requant=Requant(r.shift, r.rounding, r.lo, r.hi),
+                weights=w,
+                biases=b,
+                **common,
+            )
+            out_info = new_stream(out_v, (oh, ow, oc))
+        elif node.op in ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"):
+            if len(src.shape) != 3:
+                raise ScheduleError(f"{where}: the pooling engine takes 2-D images")
+            h, wd, c = src.shape
+            is_global = node.op.startswith("Global")
+            kernel = (h, wd) if is_global else tuple(node.attrs["kernel"])
+            stride = (1, 1) if is_global else tuple(node.attrs["strides"])
+            pb = (0, 0) if is_global else tuple(node.attrs["pads_begin"])
+            pe_ = (0, 0) if is_global else tuple(node.attrs["pads_end"])
+            if not is_global and (node.attrs.get("ceil_mode") or node.attrs.get("dilations", (1, 1)) != (1, 1)):
+                raise ScheduleError(f"{where}: the pooling engine has no ceil_mode or dilation")
+            kind = "max" if "Max" in node.op else "avg"
+            n = kernel[0] * kernel[1]
+            if kind == "avg" and any(pb + pe_) and not node.attrs.get("count_include_pad", 0):
+                raise ScheduleError(f"{where}: padded average pooling must count the padding (count_include_pad=1)")
+            mult, shift = avgpool_multiplier(n) if kind == "avg" else (1, 0)
+            ends = (in_t.lo * n * mult, in_t.hi * n * mult) if kind == "avg" else (in_t.lo, in_t.hi)
+            fmt = fixed_format(graph, out_v)
+            plan = PoolPlan(
+                name=name(),
+                kind=kind,
+                channels=c,
+                in_h=h,
+                in_w=wd,
+                out_h=out_shape[1],
+                out_w=out_shape[2],
+                kernel=kernel,
+                stride=stride,
+                pads_begin=pb,
+                pads_end=pe_,
+                inp=in_t,
+                out=out_t,
+                acc=int_type_for(min(ends), max(ends)),
+                mult=mult,
+                shift=shift,
+                rounding=Rounding(node.attrs.get("rounding", Rounding.HALF_EVEN)),
+                lo=fmt.min_code,
+                hi=fmt.max_code,
+                **common,
+            )
+            out_info = new_stream(out_v, (out_shape[1], out_shape[2], c))
+        elif node.op == "Add" and len(graph.activations(node)) == 2:
+            y = node.inputs[1]
+            if info[y].shape != src.shape or (info[y].perm is None) != (src.perm is None):
+                raise ScheduleError(f"{where}: the two inputs travel in different stream layouts")
+            fa, fb, fo = fixed_format(graph, x), fixed_format(graph, y), fixed_format(graph, out_v)
+            f = max(fa.frac, fb.frac)
+            b_t = code_type(fb)
+            s_lo = (in_t.lo << (f - fa.frac)) + (b_t.lo << (f - fb.frac))
+            s_hi = (in_t.hi << (f - fa.frac)) + (b_t.hi << (f - fb.frac))
+            lo, hi = activation_bounds(node, fo)
+            plan = AddPlan(
+                name=name(),
+                count=int(np.prod(src.shape)),
+                a=in_t,
+                b=b_t,
+                align_a=f - fa.frac,
+                align_b=f - fb.frac,
+                sum=IntType(signed_bits_for(s_lo, s_hi), True),
+                out=out_t,
+                requant=Requant(f - fo.frac, Rounding(node.attrs["rounding"]), lo, hi),
+                **common,
+            )
+            out_info = new_stream(out_v, src.shape, src.perm)
+        elif node.op == "Concat":
+            if node.attrs["axis"] != 0:
+                raise ScheduleError(f"{where}: the concat engine joins channels (axis 1) only")
+            fo = fixed_format(graph, out_v)
+            parts = []
+            for i in node.inputs:
+                si = info[i]
+                fi = fixed_format(graph, i)
+                parts.append(
+                    ConcatPart(
+                        si.shape[-1],
+                        code_type(fi),
+                        Requant(fi.frac - fo.frac, Rounding(node.attrs["rounding"]), fo.min_code, fo.max_code),
+                    )
+                )
+                if si.perm is not None or si.shape[:-1] != src.shape[:-1]:
+                    raise ScheduleError(f"{where}: inputs of different pixel layouts")
+            pixels = int(np.prod(src.shape[:-1]))
+            plan = ConcatPlan(name=name(), pixels=pixels, parts=tuple(parts), out=out_t, **common)
+            out_info = new_stream(out_v, (*src.shape[:-1], sum(p.channels for p in parts)))
+        elif node.op in ("Relu", "Clip", *LUT_OPS):
+            fi = fixed_format(graph, x)
+            codes = np.arange(fi.min_code, fi.max_code + 1, dtype=np.int64)
+            if node.op == "Relu":
+                table = np.maximum(codes, 0)
+            elif node.op == "Clip":
+                lo, hi = clip_bounds(node.attrs.get("min", -math.inf), node.attrs.get("max", math.inf), fi)
+                table = np.clip(codes, lo, hi)
+            else:
+                table = lut_table(node, fi, fixed_format(graph, out_v))
+            plan = LutPlan(name=name(), count=int(np.prod(src.shape)), inp=in_t, out=out_t, table=table, **common)
+            out_info = new_stream(out_v, src.shape, src.perm)
+        else:
+            raise ScheduleError(
+                f"{where}: no hardware engine for {node.op}; it runs in sim.reference/sim.exact only. "
+                "Remove it from the model's hardware part (e.g. apply Softmax on the host)"
+            )
+        ins = [info[i].stream for i in graph.activations(node)]
+        engines.append(dataclasses.replace(plan, inputs=tuple(ins), outputs=(out_info.stream,)))
+    out_v = graph.outputs[0]
+    if info[out_v].perm is not None:
+        raise ScheduleError(f"output {out_v!r} leaves the hardware in channels-last order; end with a Dense/GAP")
+    engines, streams = _insert_forks(engines, streams, taken)
+    for i, p in enumerate(engines):
+        t = engine_timing(p)
+        engines[i] = dataclasses.replace(p, latency=t.latency, ii=t.ii)
+    in_stream = info[x0].stream
+    out_stream = info[out_v].stream
+    latency = graph_latency(engines, in_stream, streams[in_stream].count, out_stream)
+    port_in = _port(graph, x0, set())
+    port_out = _port(graph, out_v, set())
+    port_in = dataclasses.replace(port_in, name=in_stream)
+    port_out = dataclasses.replace(port_out, name=out_stream)
+    digest = model_hash(
+        *[a for p in engines for a in (getattr(p, "weights", np.zeros(0)), getattr(p, "biases", np.zeros(0)))],
+        extra=repr([(type(p).__name__, p.name, p.inputs, p.outputs) for p in engines]),
+    )
+    return Schedule(
+        top=top_name,
+        model=graph.name,
+        model_hash=digest,
+        input=port_in,
+        output=port_out,
+        layers=tuple(engines),
+        latency=latency,
+        ii=max(p.ii for p in engines),
+        streams=tuple(streams.values()),
+    )
+
+
+def _conv_acc_range(w: np.ndarray, b: np.ndarray, inp: IntType) -> tuple[int, int]:
+    """Exact accumulator extremes of a conv: per output channel, over any input codes (padding is 0)."""
+    flat = w.reshape(w.shape[0], -1)
+    lo, hi = accumulator_range(flat, b, inp)
+    # padding inserts zeros: a window may see fewer real inputs, which only narrows the range
+    return min(lo, int(b.min(initial=0))), max(hi, int(b.max(initial=0)))
+
+
+def _insert_forks(engines: list, streams: dict[str, Stream], taken: set[str]) -> tuple[list, dict[str, Stream]]:
+    """A stream read by several engines gets a fork with one FIFO per reader.
+
+    Each fork output FIFO holds a whole sample (`count` elements): then no branch can stall
+    another, whatever the engines' latencies (deadlock-free by construction; see the note in
+    the issue tracker for the tighter depth the timing model could give).
+    """
+    readers: dict[str, list[int]] = {}
+    for i, p in enumerate(engines):
+        for s in p.inputs:
+            readers.setdefault(s, []).append(i)
+    out = list(engines)
+    new_streams = dict(streams)
+    forks: list[tuple[int, ForkPlan]] = []
+    for s, users in readers.items():
+        if len(users) < 2:
+            continue
+        st = streams[s]
+        outs = []
+        for u in users:
+            branch = legalize(f"{s}_to_{engines[u].name}", taken, prefix="s")
+            new_streams[branch] = dataclasses.replace(st, name=branch, depth=st.count + 2)
+            out[u] = dataclasses.replace(out[u], inputs=tuple(branch if i == s else i for i in out[u].inputs))
+            outs.append(branch)
+        fork = ForkPlan(
+            name=legalize(f"fork_{s}", taken, prefix="f"),
+            source=st.source,
+            elem=st.elem,
+            count=st.count,
+            inputs=(s,),
+            outputs=tuple(outs),
+        )
+        producer = next((i for i, p in enumerate(engines) if s in p.outputs), -1)
+        forks.append((producer, fork))
+    for pos, fork in sorted(forks, key=lambda t: t[0], reverse=True):
+        out.insert(pos + 1, fork)
+    return out, new_streams

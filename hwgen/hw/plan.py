@@ -78,6 +78,8 @@ class DensePlan:
     latency: int = 0  #: cycles from first input accepted to last output produced (free-flowing I/O)
     ii: int = 0  #: cycles between the starts of two vectors when I/O never stalls
     engine: str = "dense"
+    inputs: tuple[str, ...] = ()  #: stream names (Schedule.streams), filled by the scheduler
+    outputs: tuple[str, ...] = ()
 
     @property
     def sf(self) -> int:
@@ -101,6 +103,201 @@ class DensePlan:
         return self.weights[nf * self.pe : (nf + 1) * self.pe, sf * self.simd : (sf + 1) * self.simd]
 
 
+@dataclass(frozen=True, eq=False)
+class ConvPlan:
+    """A 2-D convolution on the line-buffer engine, channels-last pixel streams in and out.
+
+    Input stream: in_h x in_w pixels in row-major order, each `channels_in` elements (HWC);
+    output stream likewise with out_h x out_w pixels of `channels_out` elements. Padding is
+    zero codes (value 0) inserted by the engine. Grouped: output channel m reads input channels
+    [(m // mg) * cg, (m // mg + 1) * cg); depthwise when cg == mg == 1.
+    out[m, i, j] = requant(bias[m] + sum_{c<cg, u<kh, v<kw} x[g*cg + c, i*sh - pt + u, j*sw - pl + v] * w[m, c, u, v]).
+    PE output channels are computed in parallel, SIMD input channels (within a group) per cycle.
+    """
+
+    name: str
+    source: str
+    channels_in: int
+    channels_out: int
+    in_h: int
+    in_w: int
+    out_h: int
+    out_w: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    pads_begin: tuple[int, int]  #: (top, left)
+    pads_end: tuple[int, int]  #: (bottom, right)
+    groups: int
+    pe: int
+    simd: int
+    inp: IntType
+    w: IntType
+    prod: IntType
+    acc: IntType
+    out: IntType
+    bias: IntType
+    requant: Requant
+    weights: np.ndarray = field(repr=False)  #: int64 codes [channels_out, channels_in // groups, kh, kw]
+    biases: np.ndarray = field(repr=False)  #: int64 codes [channels_out]
+    latency: int = 0
+    ii: int = 0
+    engine: str = "conv"
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+
+    @property
+    def cg(self) -> int:
+        """Input channels per group."""
+        return self.channels_in // self.groups
+
+    @property
+    def mg(self) -> int:
+        """Output channels per group."""
+        return self.channels_out // self.groups
+
+    @property
+    def depthwise(self) -> bool:
+        return self.cg == 1 and self.mg == 1
+
+    @property
+    def multipliers(self) -> int:
+        return self.pe * self.simd
+
+    @property
+    def macs(self) -> int:
+        return int(self.weights.size) * self.out_h * self.out_w
+
+
+@dataclass(frozen=True, eq=False)
+class PoolPlan:
+    """Max or average pooling over kh x kw windows of a channels-last pixel stream (per channel).
+
+    max: out = max over the window (padding never wins: it is skipped). avg: out =
+    clamp(shift_round(sum * mult, shift, rounding), lo, hi) with mult / 2**shift ~ 1 / (kh*kw);
+    padding counts as zeros. Global pooling is kernel = (in_h, in_w), stride 1, no padding.
+    """
+
+    name: str
+    source: str
+    kind: str  #: "max" | "avg"
+    channels: int
+    in_h: int
+    in_w: int
+    out_h: int
+    out_w: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    pads_begin: tuple[int, int]
+    pads_end: tuple[int, int]
+    inp: IntType
+    out: IntType
+    acc: IntType  #: window sum (avg) or the compared value (max)
+    mult: int  #: avg only (1 for max)
+    shift: int  #: avg only (0 for max)
+    rounding: Rounding
+    lo: int
+    hi: int
+    latency: int = 0
+    ii: int = 0
+    engine: str = "pool"
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class AddPlan:
+    """Element-wise sum of two streams of equal shape: out = requant((a << align_a) + (b << align_b))."""
+
+    name: str
+    source: str
+    count: int  #: elements per sample
+    a: IntType
+    b: IntType
+    align_a: int  #: left shift of a onto the common scale
+    align_b: int
+    sum: IntType  #: width of the aligned sum (never overflows)
+    out: IntType
+    requant: Requant
+    latency: int = 0
+    ii: int = 0
+    engine: str = "add"
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class ForkPlan:
+    """Copies one stream to several consumers; each output has its own FIFO (Stream.depth)."""
+
+    name: str
+    source: str
+    elem: IntType
+    count: int
+    latency: int = 0
+    ii: int = 0
+    engine: str = "fork"
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ConcatPart:
+    channels: int  #: elements this input contributes per pixel
+    inp: IntType
+    requant: Requant  #: onto the output scale (shift may be <= 0)
+
+
+@dataclass(frozen=True, eq=False)
+class ConcatPlan:
+    """Channel concatenation of channels-last streams: per pixel, the parts' channels in order."""
+
+    name: str
+    source: str
+    pixels: int
+    parts: tuple[ConcatPart, ...]
+    out: IntType
+    latency: int = 0
+    ii: int = 0
+    engine: str = "concat"
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class LutPlan:
+    """An element-wise function as a table: out = table[x - inp.lo]."""
+
+    name: str
+    source: str
+    count: int
+    inp: IntType
+    out: IntType
+    table: np.ndarray = field(repr=False)  #: int64 output codes, one per input code
+    latency: int = 0
+    ii: int = 0
+    engine: str = "lut"
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+
+
+EnginePlan = DensePlan | ConvPlan | PoolPlan | AddPlan | ForkPlan | ConcatPlan | LutPlan
+
+
+@dataclass(frozen=True)
+class Stream:
+    """An edge of the dataflow graph: one element per beat, channels last (HWC for images)."""
+
+    name: str  #: legal identifier, unique in the design
+    source: str  #: the IR value it carries
+    elem: IntType
+    shape: tuple[int, ...]  #: per-sample shape in stream order: (H, W, C) for images, (K,) for vectors
+    depth: int = 2  #: FIFO depth (elements) between producer and consumer
+
+    @property
+    def count(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
 @dataclass(frozen=True)
 class StreamPort:
     """A top-level AXI4-Stream port: one element per beat, tlast on the last element of a sample."""
@@ -122,8 +319,21 @@ class Schedule:
     model_hash: str  #: sha256 of the quantized graph (for file headers)
     input: StreamPort
     output: StreamPort
-    layers: tuple[DensePlan, ...]
+    layers: tuple[EnginePlan, ...]  #: every engine, in topological order
     latency: int  #: cycles from the first input beat accepted to the last output beat
     ii: int  #: cycles between samples in steady state (the slowest engine)
     fifo_depth: int = 2  #: depth of the FIFOs between engines
     notes: tuple[str, ...] = ()
+    #: every stream: the input port's, one per engine output, the output port's is the last engine's
+    streams: tuple[Stream, ...] = ()
+
+    def stream(self, name: str) -> Stream:
+        for s in self.streams:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    @property
+    def is_chain(self) -> bool:
+        """True when every engine is dense and feeds the next (the MLP form)."""
+        return all(isinstance(p, DensePlan) for p in self.layers)

@@ -177,6 +177,7 @@ def dense_context(plan: DensePlan, top: str, fifo_module: str) -> dict[str, Any]
         "nf": nf,
         "inp": str(plan.inp),
         "w": str(plan.w),
+        "prod": str(plan.prod),
         "acc": str(plan.acc),
         "bias": str(plan.bias),
         "out": str(plan.out),
@@ -184,7 +185,9 @@ def dense_context(plan: DensePlan, top: str, fifo_module: str) -> dict[str, Any]
         "inp_w": plan.inp.bits,
         "x_w": x_w,
         "w_w": plan.w.bits,
-        "mul_w": x_w + plan.w.bits,
+        # the plan's product type holds every product exactly; operands cast to it may lose
+        # high bits, which is harmless modulo 2**MUL_W
+        "mul_w": plan.prod.bits + (0 if plan.prod.signed else 1),
         "acc_w": plan.acc.bits,
         "bias_w": plan.bias.bits,
         "req_w": req_w,
@@ -224,7 +227,8 @@ def _check_names(schedule: Schedule) -> None:
     for n in names:
         if not _LEGAL.match(n) or "__" in n:
             raise ScheduleError(
-                f"design '{schedule.model}': '{n}' is not a legal hardware name; pass names through hwgen.hw.names.legalize"
+                f"design '{schedule.model}': '{n}' is not a legal hardware name; "
+                "pass names through hwgen.hw.names.legalize"
             )
     layer_names = [p.name for p in schedule.layers]
     if len(set(layer_names)) != len(layer_names) or "hwgen_fifo" in layer_names:

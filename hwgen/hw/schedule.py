@@ -6,6 +6,7 @@ actual weight codes and the input code range, so the hardware can never overflow
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import logging
@@ -15,7 +16,7 @@ import numpy as np
 
 from hwgen.errors import ScheduleError
 from hwgen.hw.names import legalize
-from hwgen.hw.plan import DensePlan, IntType, Requant, Schedule, StreamPort
+from hwgen.hw.plan import DensePlan, IntType, Requant, Schedule, Stream, StreamPort
 from hwgen.hw.timing import chain_latency, dense_timing
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,11 @@ def chain_schedule(
             )
     latency = chain_latency([(p.in_features, p.out_features, p.pe, p.simd) for p in layers])
     ii = max(p.ii for p in layers)
+    # streams: the input port, then each engine's output (the last one is the output port)
+    names = [input_port.name] + [f"{p.name}_out" for p in layers[:-1]] + [output_port.name]
+    streams = [Stream(input_port.name, input_port.source, input_port.elem, (input_port.count,))]
+    streams += [Stream(names[i + 1], p.source, p.out, (p.out_features,)) for i, p in enumerate(layers)]
+    layers = [dataclasses.replace(p, inputs=(names[i],), outputs=(names[i + 1],)) for i, p in enumerate(layers)]
     digest = model_hash(
         *[a for p in layers for a in (p.weights, p.biases)],
         extra=repr([(p.name, p.pe, p.simd, p.inp, p.out, p.requant) for p in layers]) + repr((input_port, output_port)),
@@ -158,6 +164,7 @@ def chain_schedule(
         latency=latency,
         ii=ii,
         notes=notes,
+        streams=tuple(streams),
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from hwgen.hw.plan import Schedule
+from hwgen.hw.plan import ConvPlan, DensePlan, Schedule
 from hwgen.ir.graph import Graph
 from hwgen.passes.base import NodeRecord
 
@@ -18,7 +18,21 @@ def _float_params(graph: Graph) -> int:
 
 
 def _macs(graph: Graph) -> int:
-    return sum(int(np.prod(graph.const(n.inputs[1]).shape)) for n in graph.mac_nodes())
+    """Multiply-accumulates per sample of every Dense and Conv."""
+    total = 0
+    for n in graph.nodes:
+        if n.op == "Dense":
+            total += int(np.prod(graph.const(n.inputs[1]).shape))
+        elif n.op == "Conv":
+            out = graph.value(n.outputs[0]).type.shape
+            total += int(np.prod(graph.const(n.inputs[1]).shape)) * int(np.prod(out[1:]))
+    return total
+
+
+def _value_format(graph: Graph, node: Any) -> str | None:
+    if node is None:
+        return None
+    return graph.value(node.outputs[0]).type.format.name
 
 
 def build_report(
@@ -30,55 +44,82 @@ def build_report(
     source: str,
 ) -> dict[str, Any]:
     """The report of a fresh build (verification and synthesis sections start empty)."""
-    by_node = {n.name: n for n in quant_graph.nodes}
+    by_source = {(n.onnx_name or n.name): n for n in quant_graph.nodes}
     quant_rec = {r.node: r.values for r in records if r.pass_name == "quantize_fixed"}
     layers = []
     compressed_bits = 0
     for plan in schedule.layers:
-        node = next(n for n in quant_graph.mac_nodes() if (n.onnx_name or n.name) == plan.source)
-        rec = quant_rec.get(node.name, {})
-        params = int(plan.weights.size + plan.biases.size)
-        weight_bits = int(plan.weights.size * plan.w.bits + plan.biases.size * plan.bias.bits)
-        compressed_bits += weight_bits
-        layers.append(
-            {
-                "name": plan.name,
-                "onnx_name": plan.source,
-                "op": by_node[node.name].op,
-                "engine": plan.engine,
-                "in_features": plan.in_features,
-                "out_features": plan.out_features,
-                "weight_format": rec.get("weight_format"),
-                "act_format": rec.get("act_format"),
-                "input_format": rec.get("input_format"),
-                "bias_format": rec.get("bias_format"),
-                "weight_sqnr_db": rec.get("weight_sqnr_db"),
-                "params": params,
-                "nonzeros": int(np.count_nonzero(plan.weights)),
-                "weight_bits": weight_bits,
-                "macs": int(plan.weights.size),
-                "reuse": plan.reuse,
-                "pe": plan.pe,
-                "simd": plan.simd,
-                "multipliers": plan.multipliers,
-                "widths": {
-                    "input": str(plan.inp),
-                    "weight": str(plan.w),
-                    "product": str(plan.prod),
-                    "accumulator": str(plan.acc),
-                    "output": str(plan.out),
-                    "bias": str(plan.bias),
-                },
-                "requant": {
-                    "shift": plan.requant.shift,
-                    "rounding": str(plan.requant.rounding),
-                    "lo": plan.requant.lo,
-                    "hi": plan.requant.hi,
-                },
-                "latency_cycles": plan.latency,
-                "ii_cycles": plan.ii,
-            }
-        )
+        node = by_source.get(plan.source)
+        rec = quant_rec.get(node.name, {}) if node is not None else {}
+        entry: dict[str, Any] = {
+            "name": plan.name,
+            "onnx_name": plan.source,
+            "op": node.op if node is not None else plan.engine,
+            "engine": plan.engine,
+            "inputs": list(plan.inputs),
+            "outputs": list(plan.outputs),
+            "latency_cycles": plan.latency,
+            "ii_cycles": plan.ii,
+            "act_format": rec.get("act_format") or _value_format(quant_graph, node),
+            "weight_format": rec.get("weight_format"),
+            "params": 0,
+            "nonzeros": 0,
+            "weight_bits": 0,
+            "macs": 0,
+            "reuse": None,
+        }
+        if isinstance(plan, DensePlan | ConvPlan):
+            params = int(plan.weights.size + plan.biases.size)
+            weight_bits = int(plan.weights.size * plan.w.bits + plan.biases.size * plan.bias.bits)
+            compressed_bits += weight_bits
+            macs = int(plan.weights.size) if isinstance(plan, DensePlan) else plan.macs
+            reuse = (
+                plan.reuse
+                if isinstance(plan, DensePlan)
+                else macs // max(1, plan.multipliers) // (plan.out_h * plan.out_w)
+            )
+            entry.update(
+                {
+                    "input_format": rec.get("input_format"),
+                    "bias_format": rec.get("bias_format"),
+                    "weight_sqnr_db": rec.get("weight_sqnr_db"),
+                    "params": params,
+                    "nonzeros": int(np.count_nonzero(plan.weights)),
+                    "weight_bits": weight_bits,
+                    "macs": macs,
+                    "reuse": reuse,
+                    "pe": plan.pe,
+                    "simd": plan.simd,
+                    "multipliers": plan.multipliers,
+                    "widths": {
+                        "input": str(plan.inp),
+                        "weight": str(plan.w),
+                        "product": str(plan.prod),
+                        "accumulator": str(plan.acc),
+                        "output": str(plan.out),
+                        "bias": str(plan.bias),
+                    },
+                    "requant": {
+                        "shift": plan.requant.shift,
+                        "rounding": str(plan.requant.rounding),
+                        "lo": plan.requant.lo,
+                        "hi": plan.requant.hi,
+                    },
+                }
+            )
+            if isinstance(plan, DensePlan):
+                entry.update({"in_features": plan.in_features, "out_features": plan.out_features})
+            else:
+                entry.update(
+                    {
+                        "in_shape": [plan.channels_in, plan.in_h, plan.in_w],
+                        "out_shape": [plan.channels_out, plan.out_h, plan.out_w],
+                        "kernel": list(plan.kernel),
+                        "stride": list(plan.stride),
+                        "groups": plan.groups,
+                    }
+                )
+        layers.append(entry)
     fp32_bytes = 4 * _float_params(float_graph)
     compressed_bytes = (compressed_bits + 7) // 8
     return {
@@ -110,7 +151,7 @@ def build_report(
         "hardware": {
             "latency_cycles": schedule.latency,
             "ii_cycles": schedule.ii,
-            "multipliers": sum(p.multipliers for p in schedule.layers),
+            "multipliers": sum(p.multipliers for p in schedule.layers if isinstance(p, DensePlan | ConvPlan)),
             "resources": {"LUT": None, "FF": None, "DSP": None, "BRAM": None},
             "resources_source": None,
         },
