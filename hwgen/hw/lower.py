@@ -388,7 +388,7 @@ def _lower_dag(graph: Graph, config: BuildConfig, top: str | None) -> Schedule:
             plan = LutPlan(name=name(), count=int(np.prod(src.shape)), inp=in_t, out=out_t, table=table, **common)
             out_info = new_stream(out_v, src.shape, src.perm)
         else:
-            raise ScheduleError(
+            raise UnsupportedOpError(
                 f"{where}: no hardware engine for {node.op}; it runs in sim.reference/sim.exact only. "
                 "Remove it from the model's hardware part (e.g. apply Softmax on the host)"
             )
