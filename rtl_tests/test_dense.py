@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hwgen.errors import VerificationError
+from hwgen.errors import ToolError, VerificationError
 from hwgen.hw.names import legalize
 from hwgen.hw.plan import DensePlan, IntType, Requant, Schedule, StreamPort
 from hwgen.hw.rtl_emit import emit_rtl
-from hwgen.hw.rtl_sim import RtlResult, build_design, run_rtl
+from hwgen.hw.rtl_sim import RtlResult, build_design, run_cocotb, run_rtl
 from hwgen.hw.schedule import chain_schedule, choose_folding, plan_dense, valid_foldings
 from hwgen.hw.timing import dense_timing
 from hwgen.numerics import Rounding, shift_round
@@ -81,8 +81,18 @@ def random_design(seed: int, top: str) -> Schedule:
         relu = out.signed and bool(rng.integers(2))
         rounding = list(Rounding)[int(rng.integers(3))]
         layers.append(
-            plan(f"l{i}", w, b, inp=t, out=out, shift=int(rng.integers(-2, 12)), rounding=rounding, pe=pe, simd=simd,
-                 lo=0 if relu else None)
+            plan(
+                f"l{i}",
+                w,
+                b,
+                inp=t,
+                out=out,
+                shift=int(rng.integers(-2, 12)),
+                rounding=rounding,
+                pe=pe,
+                simd=simd,
+                lo=0 if relu else None,
+            )
         )
         t = out
     return chain(top, layers)
@@ -136,7 +146,13 @@ def build_root(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 
 
 def simulate(
-    s: Schedule, x: np.ndarray, out_dir: Path, build_root: Path, *, backpressure: str = "none", idle: str = "none",
+    s: Schedule,
+    x: np.ndarray,
+    out_dir: Path,
+    build_root: Path,
+    *,
+    backpressure: str = "none",
+    idle: str = "none",
     seed: int = 0,
 ) -> RtlResult:
     """Emit (once), run, and check codes, tlast (in the bench), latency and steady-state II."""
@@ -242,10 +258,29 @@ def test_rounding_modes_with_exact_ties(tmp_path: Path, build_root: Path) -> Non
 def test_exact_shifts_and_relu(tmp_path: Path, build_root: Path) -> None:
     """shift = 0 and shift = -2 (exact left shifts), ReLU clamp (lo = 0) into unsigned codes."""
     rng = np.random.default_rng(14)
-    a = plan("sh0", rng.integers(-6, 7, size=(9, 6)), rng.integers(-5, 6, size=9), inp=IntType(3, True),
-             out=IntType(6, False), shift=0, rounding=Rounding.HALF_UP, pe=3, simd=2, lo=0)
-    b = plan("shneg", rng.integers(-3, 4, size=(4, 9)), rng.integers(-8, 9, size=4), inp=IntType(6, False),
-             out=IntType(10, True), shift=-2, rounding=Rounding.HALF_EVEN, pe=4, simd=9)
+    a = plan(
+        "sh0",
+        rng.integers(-6, 7, size=(9, 6)),
+        rng.integers(-5, 6, size=9),
+        inp=IntType(3, True),
+        out=IntType(6, False),
+        shift=0,
+        rounding=Rounding.HALF_UP,
+        pe=3,
+        simd=2,
+        lo=0,
+    )
+    b = plan(
+        "shneg",
+        rng.integers(-3, 4, size=(4, 9)),
+        rng.integers(-8, 9, size=4),
+        inp=IntType(6, False),
+        out=IntType(10, True),
+        shift=-2,
+        rounding=Rounding.HALF_EVEN,
+        pe=4,
+        simd=9,
+    )
     s = chain("lshift", [a, b])
     x = extreme_vectors(IntType(3, True), 6, 20, rng)
     g = golden_layers(s, x)
@@ -265,9 +300,21 @@ def test_hostile_names_simulate(tmp_path: Path, build_root: Path) -> None:
     dims, layers, t = [5, 4, 3, 2], [], U8
     for i, (n, src) in enumerate(zip(names, sources, strict=True)):
         last = i == 2
-        layers.append(plan(n, rng.integers(-9, 10, size=(dims[i + 1], dims[i])), rng.integers(-9, 10, size=dims[i + 1]),
-                           inp=t, out=S8 if last else U8, shift=2, rounding=Rounding.HALF_EVEN, pe=1, simd=1,
-                           lo=None if last else 0, source=src))
+        layers.append(
+            plan(
+                n,
+                rng.integers(-9, 10, size=(dims[i + 1], dims[i])),
+                rng.integers(-9, 10, size=dims[i + 1]),
+                inp=t,
+                out=S8 if last else U8,
+                shift=2,
+                rounding=Rounding.HALF_EVEN,
+                pe=1,
+                simd=1,
+                lo=None if last else 0,
+                source=src,
+            )
+        )
         t = layers[-1].out
     s = chain(top, layers)
     simulate(s, extreme_vectors(U8, 5, 4, rng), tmp_path, build_root)
@@ -285,8 +332,9 @@ def test_icarus_agrees_cycle_for_cycle(tmp_path: Path, build_root: Path) -> None
     emit_rtl(s, rtl)
     want = golden_layers(s, x)[-1]["y"]
     runs = {
-        sim: run_rtl(rtl, s, x, work_dir=build_root / s.top, backpressure="random", idle="periodic", seed=9,
-                     simulator=sim)
+        sim: run_rtl(
+            rtl, s, x, work_dir=build_root / s.top, backpressure="random", idle="periodic", seed=9, simulator=sim
+        )
         for sim in ("icarus", "verilator")
     }
     for sim, r in runs.items():
@@ -299,8 +347,17 @@ def test_icarus_agrees_cycle_for_cycle(tmp_path: Path, build_root: Path) -> None
 def test_a_wrong_weight_is_caught(tmp_path: Path, build_root: Path) -> None:
     """The check can fail: one flipped bit in one weight ROM word gives mismatches."""
     rng = np.random.default_rng(16)
-    p = plan("fc", rng.integers(-3, 4, size=(4, 8)), np.zeros(4, dtype=np.int64), inp=U8, out=IntType(14, True),
-             shift=0, rounding=Rounding.FLOOR, pe=2, simd=4)
+    p = plan(
+        "fc",
+        rng.integers(-3, 4, size=(4, 8)),
+        np.zeros(4, dtype=np.int64),
+        inp=U8,
+        out=IntType(14, True),
+        shift=0,
+        rounding=Rounding.FLOOR,
+        pe=2,
+        simd=4,
+    )
     s = chain("tamper", [p])
     rtl = tmp_path / s.top
     emit_rtl(s, rtl)
@@ -314,6 +371,54 @@ def test_a_wrong_weight_is_caught(tmp_path: Path, build_root: Path) -> None:
         simulate(s, x, tmp_path, build_root)
 
 
+def _tampered(tmp_path: Path, name: str, old: str, new: str) -> tuple[Schedule, Path]:
+    rng = np.random.default_rng(19)
+    s = chain(
+        name,
+        [
+            plan(
+                "fc",
+                rng.integers(-9, 10, size=(3, 4)),
+                np.zeros(3, dtype=np.int64),
+                inp=U8,
+                out=S8,
+                shift=2,
+                rounding=Rounding.FLOOR,
+                pe=1,
+                simd=2,
+            )
+        ],
+    )
+    rtl = tmp_path / name
+    emit_rtl(s, rtl)
+    f = rtl / f"{name}_fc.sv"
+    assert old in f.read_text()
+    f.write_text(f.read_text().replace(old, new))
+    return s, rtl
+
+
+def test_protocol_errors_are_verification_errors(tmp_path: Path, build_root: Path) -> None:
+    """A wrong tlast and a design that never answers (deadlock) are reported, not hung on."""
+    x = np.arange(8).reshape(2, 4)
+    s, rtl = _tampered(
+        tmp_path,
+        "badlast",
+        "assign m_axis_tlast  = out_elem_last & (onf_q == NF_LAST);",
+        "assign m_axis_tlast  = out_elem_last;",
+    )
+    with pytest.raises(VerificationError, match=r"protocol error.*output beat 0: tlast=1, expected 0"):
+        run_rtl(rtl, s, x, work_dir=build_root / s.top)
+    s, rtl = _tampered(tmp_path, "mute", "assign m_axis_tvalid = have_q;", "assign m_axis_tvalid = 1'b0;")
+    with pytest.raises(VerificationError, match="timeout: no progress: 0 of 3 output beats"):
+        run_rtl(rtl, s, x[:1], work_dir=build_root / s.top)
+
+
+def test_build_failure_is_a_tool_error_with_the_log(tmp_path: Path, build_root: Path) -> None:
+    s, rtl = _tampered(tmp_path, "broken", "assign m_axis_tvalid = have_q;", "assign m_axis_tvalid = have_q")
+    with pytest.raises(ToolError, match=r"verilator failed to build 'broken'(.|\n)*syntax error"):
+        run_rtl(rtl, s, np.zeros((1, 4), dtype=np.int64), work_dir=build_root / s.top)
+
+
 @pytest.mark.slow
 def test_lenet_sized_chain(tmp_path: Path, build_root: Path) -> None:
     """784 -> 300 -> 100 -> 10, reuse ~784 per layer: bit-exact, latency and II equal to the model."""
@@ -323,31 +428,63 @@ def test_lenet_sized_chain(tmp_path: Path, build_root: Path) -> None:
         k, m = dims[i], dims[i + 1]
         pe, simd = choose_folding(k, m, 784)
         last = i == 2
-        layers.append(plan(f"fc{i + 1}", rng.integers(-128, 128, size=(m, k)), rng.integers(-5000, 5001, size=m),
-                           inp=t, out=S8 if last else U8, shift=10, rounding=Rounding.HALF_EVEN, pe=pe, simd=simd,
-                           lo=None if last else 0))
+        layers.append(
+            plan(
+                f"fc{i + 1}",
+                rng.integers(-128, 128, size=(m, k)),
+                rng.integers(-5000, 5001, size=m),
+                inp=t,
+                out=S8 if last else U8,
+                shift=10,
+                rounding=Rounding.HALF_EVEN,
+                pe=pe,
+                simd=simd,
+                lo=None if last else 0,
+            )
+        )
         t = layers[-1].out
     s = chain("lenet", layers)
     r = simulate(s, rng.integers(0, 256, size=(6, 784)), tmp_path, build_root)
-    print(f"lenet: latency {r.latency_cycles} (model {s.latency}), II {s.ii}, build {r.build_seconds:.1f} s, "
-          f"{r.cycles_per_second:.0f} cycles/s")
+    print(
+        f"lenet: latency {r.latency_cycles} (model {s.latency}), II {s.ii}, build {r.build_seconds:.1f} s, "
+        f"{r.cycles_per_second:.0f} cycles/s"
+    )
 
 
 # -- reset in the middle of a stream (a cocotb test of this file, run by the pytest test below) ---
 def test_reset_midstream(tmp_path: Path, build_root: Path) -> None:
     """ap_rst_n pulled while one sample computes and the next loads: the design restarts clean."""
-    from cocotb_tools.runner import get_runner
-
-    from hwgen.hw.rtl_sim import _PathFirst, _sim_env, bench_dir
     from hwgen.hw.rtl_emit import stream_bits
 
     rng = np.random.default_rng(18)
-    s = chain("rst", [
-        plan("a", rng.integers(-20, 21, size=(6, 12)), rng.integers(-99, 100, size=6), inp=U8, out=U8, shift=3,
-             rounding=Rounding.HALF_UP, pe=2, simd=3, lo=0),
-        plan("b", rng.integers(-20, 21, size=(4, 6)), rng.integers(-99, 100, size=4), inp=U8, out=S8, shift=4,
-             rounding=Rounding.HALF_EVEN, pe=1, simd=2),
-    ])
+    s = chain(
+        "rst",
+        [
+            plan(
+                "a",
+                rng.integers(-20, 21, size=(6, 12)),
+                rng.integers(-99, 100, size=6),
+                inp=U8,
+                out=U8,
+                shift=3,
+                rounding=Rounding.HALF_UP,
+                pe=2,
+                simd=3,
+                lo=0,
+            ),
+            plan(
+                "b",
+                rng.integers(-20, 21, size=(4, 6)),
+                rng.integers(-99, 100, size=4),
+                inp=U8,
+                out=S8,
+                shift=4,
+                rounding=Rounding.HALF_EVEN,
+                pe=1,
+                simd=2,
+            ),
+        ],
+    )
     rtl = tmp_path / s.top
     emit_rtl(s, rtl)
     build_dir, _ = build_design(rtl, s.top, build_root / s.top)
@@ -355,18 +492,30 @@ def test_reset_midstream(tmp_path: Path, build_root: Path) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     cfg = {
-        "vectors": str(run_dir / "x.npy"), "expected": golden_layers(s, x)[-1]["y"].tolist(),
-        "reset_cycles": [6, s.latency - 3], "in_count": 12, "in_bits": 8, "in_tw": stream_bits(8),
-        "out_count": 4, "out_tw": stream_bits(8), "out_signed": True, "out_lo": -128, "out_hi": 127,
-        "seed": 1, "timeout_cycles": 20 * s.latency,
+        "vectors": str(run_dir / "x.npy"),
+        "expected": golden_layers(s, x)[-1]["y"].tolist(),
+        "reset_cycles": [6, s.latency - 3],
+        "in_count": 12,
+        "in_bits": 8,
+        "in_tw": stream_bits(8),
+        "out_count": 4,
+        "out_tw": stream_bits(8),
+        "out_signed": True,
+        "out_lo": -128,
+        "out_hi": 127,
+        "seed": 1,
+        "timeout_cycles": 20 * s.latency,
     }
     np.save(cfg["vectors"], x)
     (run_dir / "cfg.json").write_text(json.dumps(cfg))
-    with _PathFirst(_sim_env("verilator"), bench_dir()):
-        get_runner("verilator").test(
-            test_module="test_dense", testcase="reset_midstream", hdl_toplevel=s.top, hdl_toplevel_lang="verilog",
-            build_dir=build_dir, test_dir=run_dir, extra_env={"HWGEN_RESET_TEST": str(run_dir / "cfg.json")},
-        )
+    run_cocotb(
+        build_dir,
+        s.top,
+        "test_dense",
+        testcase="reset_midstream",
+        test_dir=run_dir,
+        extra_env={"HWGEN_RESET_TEST": str(run_dir / "cfg.json")},
+    )
 
 
 try:  # the cocotb side: only importable inside a simulator run or where cocotb is installed

@@ -35,6 +35,8 @@ BENCH_MODULE = "model_bench"
 #: (random stalls halve both the source and the sink rate; periodic ones run at 3/4 and 2/5)
 TIMEOUT_MARGIN = {"none": 2.0, "random": 6.0, "periodic": 6.0}
 LOG_TAIL_LINES = 40
+#: simulator builds kept per work_dir (older ones are deleted)
+KEEP_BUILDS = 4
 
 
 @dataclass(frozen=True)
@@ -195,16 +197,19 @@ def _runner(simulator: str, fresh: list[Path]):
     from cocotb_tools.runner import Verilator, get_runner
 
     if simulator != "verilator" or not fresh:
-        return get_runner(simulator)
+        runner = get_runner(simulator)
+    else:
 
-    class CachedRuntimeVerilator(Verilator):
-        def _build_command(self):
-            cmds = super()._build_command()
-            if len(cmds) == 2 and Path(str(cmds[1][0])).name == "make":
-                return [cmds[0], ["touch", "-c", *map(str, fresh)], cmds[1]]
-            return cmds
+        class CachedRuntimeVerilator(Verilator):
+            def _build_command(self):
+                cmds = super()._build_command()
+                if len(cmds) == 2 and Path(str(cmds[1][0])).name == "make":
+                    return [cmds[0], ["touch", "-c", *map(str, fresh)], cmds[1]]
+                return cmds
 
-    return CachedRuntimeVerilator()
+        runner = CachedRuntimeVerilator()
+    runner.log.setLevel(logging.WARNING)  # its commands are in our log files, not on the console
+    return runner
 
 
 def _save_runtime(cache: Path, build_dir: Path) -> None:
@@ -212,7 +217,6 @@ def _save_runtime(cache: Path, build_dir: Path) -> None:
         return
     tmp = cache.with_name(f"{cache.name}.tmp{os.getpid()}")
     try:
-        tmp = cache.with_name(f"{cache.name}.tmp{os.getpid()}")
         tmp.mkdir(parents=True, exist_ok=True)
         for stem in _RUNTIME_OBJECTS:
             for ext in (".o", ".d"):
@@ -228,7 +232,9 @@ def build_design(rtl_dir: Path, top: str, work_dir: Path, *, simulator: str = "v
     """Build (or reuse) the simulation of rtl_dir's design; returns (build dir, seconds spent building)."""
     sources = [p.resolve() for p in read_filelist(rtl_dir)]
     args = ["-Wno-fatal", "--x-assign", "unique", "--x-initial", "unique"] if simulator == "verilator" else []
-    key = _build_key(sources, simulator, args)
+    tool = shutil.which("verilator" if simulator == "verilator" else "iverilog", path=_sim_env(simulator)["PATH"])
+    tool_id = f"{tool}:{Path(tool).stat().st_mtime_ns}" if tool else "?"
+    key = _build_key(sources, simulator, [*args, tool_id])
     build_dir = Path(work_dir).resolve() / f"sim_build_{simulator}_{key}"
     stamp = build_dir / "hwgen_build.ok"
     if stamp.is_file():
@@ -257,8 +263,71 @@ def build_design(rtl_dir: Path, top: str, work_dir: Path, *, simulator: str = "v
             ) from e
     if cache is not None:
         _save_runtime(cache, build_dir)
+        # the simulation needs only the executable: drop the C++ sources and objects (tens of MB)
+        for f in build_dir.iterdir():
+            if f.is_file() and f.name not in (top, log_file.name):
+                f.unlink()
     stamp.write_text(key + "\n")
+    # keep the newest few builds of this work_dir, so a cache that sees many revisions stays small
+    olds = sorted(build_dir.parent.glob(f"sim_build_{simulator}_*"), key=lambda d: d.stat().st_mtime)
+    for old in olds[:-KEEP_BUILDS]:
+        if old != build_dir:
+            shutil.rmtree(old, ignore_errors=True)
     return build_dir, time.perf_counter() - t
+
+
+def run_cocotb(
+    build_dir: Path,
+    top: str,
+    test_module: str,
+    *,
+    test_dir: Path,
+    extra_env: dict[str, str],
+    testcase: str | None = None,
+    seed: int = 0,
+    log_file: Path | None = None,
+    simulator: str = "verilator",
+) -> None:
+    """Run cocotb test(s) of `test_module` (importable from rtl_tests/ or sys.path) on a built design.
+
+    Raises ToolError with the log tail when the simulator fails or a test fails.
+    """
+    test_dir.mkdir(parents=True, exist_ok=True)
+    log_file = log_file or test_dir / "sim.log"
+    with _PathFirst(_sim_env(simulator), bench_dir()):
+        runner = _runner(simulator, [])
+        try:
+            runner.test(
+                test_module=test_module,
+                testcase=testcase,
+                hdl_toplevel=top,
+                hdl_toplevel_lang="verilog",
+                build_dir=build_dir,
+                test_dir=test_dir,
+                extra_env=extra_env,
+                results_xml=str(test_dir / "results.xml"),
+                seed=int(seed),
+                log_file=log_file,
+            )
+        except (RuntimeError, SystemExit, OSError) as e:
+            raise ToolError(
+                f"{simulator} simulation of '{top}' ({test_module}) failed ({e}); the last {LOG_TAIL_LINES} lines of "
+                f"{log_file} follow:\n{_tail(log_file)}"
+            ) from e
+    # outside pytest the runner does not check the results: do it here
+    from cocotb_tools.check_results import get_results
+
+    try:
+        n_tests, n_failed = get_results(test_dir / "results.xml")
+    except RuntimeError as e:
+        raise ToolError(f"{simulator} simulation of '{top}' wrote no test results; log: {log_file}") from e
+    if n_tests == 0:
+        raise ToolError(f"no cocotb test of {test_module} matched {testcase!r} on '{top}'; log: {log_file}")
+    if n_failed:
+        raise ToolError(
+            f"{n_failed} cocotb test(s) of {test_module} failed on '{top}'; the last {LOG_TAIL_LINES} lines of "
+            f"{log_file} follow:\n{_tail(log_file)}"
+        )
 
 
 def run_rtl(
@@ -332,29 +401,20 @@ def run_rtl(
     cfg_path.write_text(json.dumps(cfg, indent=1))
     log_file = run_dir / "sim.log"
 
-    from cocotb_tools.runner import get_runner
-
-    env = _sim_env(simulator)
-    with _PathFirst(env, bench_dir()):
-        runner = get_runner(simulator)
-        try:
-            runner.test(
-                test_module=BENCH_MODULE,
-                hdl_toplevel=schedule.top,
-                hdl_toplevel_lang="verilog",
-                build_dir=build_dir,
-                test_dir=run_dir,
-                extra_env={"HWGEN_BENCH": str(cfg_path)},
-                results_xml=str(run_dir / "results.xml"),
-                seed=int(seed),
-                log_file=log_file,
-            )
-        except (RuntimeError, SystemExit, OSError) as e:
-            if not results_json.is_file():
-                raise ToolError(
-                    f"{simulator} simulation of '{schedule.top}' failed ({e}); the last {LOG_TAIL_LINES} lines of "
-                    f"{log_file} follow:\n{_tail(log_file)}"
-                ) from e
+    try:
+        run_cocotb(
+            build_dir,
+            schedule.top,
+            BENCH_MODULE,
+            test_dir=run_dir,
+            extra_env={"HWGEN_BENCH": str(cfg_path)},
+            seed=seed,
+            log_file=log_file,
+            simulator=simulator,
+        )
+    except ToolError:
+        if not results_json.is_file():
+            raise
     if not results_json.is_file():
         raise ToolError(
             f"{simulator} simulation of '{schedule.top}' wrote no results; the last {LOG_TAIL_LINES} lines of "
@@ -383,4 +443,4 @@ def run_rtl(
     )
 
 
-__all__ = ["STALL_MODES", "RtlResult", "build_design", "lint_verilator", "run_rtl"]
+__all__ = ["STALL_MODES", "RtlResult", "build_design", "lint_verilator", "run_cocotb", "run_rtl"]

@@ -23,15 +23,20 @@ NF = M/PE, T = adder-tree register stages (`tree_stages`), P = `dense_pipeline(s
       X = P + SF + PE + (NF-1) * max(SF, PE)
   and the single-engine latency is (K - 1) + X.
 - A new fold is issued only while the output FIFO has a free slot for it (credits), so the
-  datapath pipeline never stalls. `dense_out_fifo_depth` is deep enough that a free-flowing sink
-  never causes such a stall; a slow sink only delays issue at fold boundaries.
+  datapath pipeline never stalls. `dense_out_fifo_depth` is deep enough that, with a free-flowing
+  sink, credits never delay an output beat (they may hold compute back while the serializer is
+  the bottleneck); a slow sink only delays issue at fold boundaries.
 - II (start-to-start of consecutive vectors, free-flowing I/O): max(K, NF*SF, M): the next
   vector loads into the other bank while this one computes, and the serializer emits one element
   per edge.
+- The latency is not monotonic in the reuse factor: when PE > SF the serializer, one element per
+  edge, bounds the tail, so fewer, wider folds can finish later.
 
 Chains (templates/rtl/top.sv.j2): engines are connected through zero-latency bypass FIFOs, so
 engine i+1 accepts its last input at the edge engine i emits its last output:
     chain latency = (K_0 - 1) + sum_i X_i.
+The chain's II is taken as the largest engine II (Schedule.ii); the RTL tests measure it equal
+on every chain they run, but coupling through the bounded buffers is not modelled beyond that.
 """
 
 from __future__ import annotations

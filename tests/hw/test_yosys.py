@@ -32,12 +32,31 @@ def test_cell_mapping() -> None:
 def small_design(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, int]:
     rng = np.random.default_rng(3)
     u8, s8 = IntType(8, False), IntType(8, True)
-    a = plan_dense("fc1", "/fc1/Gemm", rng.integers(-100, 101, (8, 16)), rng.integers(-99, 100, 8), u8, u8,
-                   Requant(6, Rounding.HALF_EVEN, 0, 255), pe=2, simd=4)
-    b = plan_dense("fc2", "/fc2/Gemm", rng.integers(-100, 101, (4, 8)), rng.integers(-99, 100, 4), u8, s8,
-                   Requant(7, Rounding.HALF_UP, -128, 127), pe=1, simd=1)
-    s = chain_schedule("syn", "yosys test", [a, b], StreamPort("x", "x", u8, 16, 0, (16,)),
-                       StreamPort("y", "y", s8, 4, 0, (4,)))
+    a = plan_dense(
+        "fc1",
+        "/fc1/Gemm",
+        rng.integers(-100, 101, (8, 16)),
+        rng.integers(-99, 100, 8),
+        u8,
+        u8,
+        Requant(6, Rounding.HALF_EVEN, 0, 255),
+        pe=2,
+        simd=4,
+    )
+    b = plan_dense(
+        "fc2",
+        "/fc2/Gemm",
+        rng.integers(-100, 101, (4, 8)),
+        rng.integers(-99, 100, 4),
+        u8,
+        s8,
+        Requant(7, Rounding.HALF_UP, -128, 127),
+        pe=1,
+        simd=1,
+    )
+    s = chain_schedule(
+        "syn", "yosys test", [a, b], StreamPort("x", "x", u8, 16, 0, (16,)), StreamPort("y", "y", s8, 4, 0, (4,))
+    )
     rtl = tmp_path_factory.mktemp("rtl")
     emit_rtl(s, rtl)
     return rtl, s.top, sum(p.pe * p.simd for p in s.layers)
