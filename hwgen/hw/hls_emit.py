@@ -5,10 +5,16 @@ literals, ROM initialisers) and checks that the Schedule is one the templates ca
 Codes are integers end to end: `ap_int`/`ap_uint`, never `ap_fixed`, and requantization is
 explicit integer arithmetic (see `templates/hls/_macros.j2`).
 
+Engines: one template per engine kind (`templates/hls/<engine>.h.j2`: dense, conv, pool, add,
+fork, concat, lut), each a function over hls::streams of codes; images travel channels last
+(pixel by pixel, channels within a pixel), one element per stream beat. The top declares one
+hls::stream per Schedule stream (the ports' are its arguments `in` and `out`) with the stream's
+FIFO depth, and calls the engines in the Schedule's topological order under DATAFLOW.
+
 Project layout (all files in one folder, named after legal identifiers only):
 
     hwgen_types.h        the single include of ap_int.h / hls_stream.h
-    <layer>.h            one dense engine per layer, its weight and bias ROMs inside
+    <layer>.h            one engine per layer, its ROMs (weights, biases, tables) inside
     <top>.h, <top>.cpp   the dataflow top function (AXI4-Stream in and out, ap_ctrl_none)
     tb_<top>.cpp         the C simulation testbench (codes file in, codes file out)
     tb_input.txt         input codes for csim/cosim (and tb_expected.txt when given)
@@ -25,7 +31,23 @@ from pathlib import Path
 import numpy as np
 
 from hwgen.errors import ConfigError, DataError, ScheduleError
-from hwgen.hw.plan import DensePlan, IntType, Schedule
+from hwgen.hw.names import legalize
+from hwgen.hw.plan import (
+    AddPlan,
+    ConcatPart,
+    ConcatPlan,
+    ConvPlan,
+    DensePlan,
+    EnginePlan,
+    ForkPlan,
+    IntType,
+    LutPlan,
+    PoolPlan,
+    Requant,
+    Schedule,
+    Stream,
+    StreamPort,
+)
 from hwgen.hw.render import render
 from hwgen.numerics import Rounding
 
@@ -37,6 +59,8 @@ DEFAULT_CLOCK_MHZ = 200.0
 LAYER_NAMESPACE = "hwgen_layers"
 #: ap_int's widest type (AP_INT_MAX_W in ap_common.h).
 AP_INT_MAX_W = 1024
+#: the widest input code a lookup-table engine is indexed by (a 2^16-entry ROM)
+MAX_LUT_BITS = 16
 #: weight values per line of a ROM initialiser
 _VALUES_PER_LINE = 16
 _PART_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -77,7 +101,7 @@ def c_initializer(matrix: np.ndarray, indent: str) -> str:
 
 @dataclass(frozen=True)
 class RequantSpelling:
-    """The requantization of one layer, spelled for the template (widths decided here, not there)."""
+    """One requantization step, spelled for the template (widths decided here, not there)."""
 
     mode: str  #: FLOOR, HALF_UP or HALF_EVEN (the Rounding member's name)
     shift: int  #: > 0: divide by 2**shift with `mode`; <= 0: exact multiply by 2**-shift
@@ -85,6 +109,16 @@ class RequantSpelling:
     half: str  #: literal 2**(shift-1), the rounding offset (shift > 0 only)
     lo: str  #: clamp bounds, literals
     hi: str
+
+
+@dataclass(frozen=True)
+class Rom:
+    """A constant table of a layer: its codes' ap type, its C storage type and its initialiser."""
+
+    code_t: str  #: the ap_int type of one entry (the ROM's width in synthesis)
+    store: str  #: C integer type of the array in C simulation
+    exact: bool  #: `store` is exactly as wide as the codes (no synthesis-only ROM type needed)
+    init: str  #: initialiser lines
 
 
 @dataclass(frozen=True)
@@ -98,24 +132,123 @@ class DenseSpelling:
     bias_t: str
     out_t: str
     steps: int  #: cycles per fold: max(SF, PE) (SF tiles issued, PE results emitted)
-    w_store: str  #: C type of the weight ROM in C simulation
-    b_store: str  #: C type of the bias ROM in C simulation
-    w_exact: bool  #: the C type is exactly w.bits wide (no synthesis-only ROM type needed)
-    b_exact: bool
-    weights: str  #: initialiser rows, word a = nf*SF + sf holds the PE x SIMD tile p-major
-    biases: str  #: initialiser rows, [nf][p] = bias of output nf*PE + p
+    w_rom: Rom  #: word a = nf*SF + sf holds the PE x SIMD tile p-major
+    b_rom: Rom  #: [nf][p] = bias of output nf*PE + p
+    requant: RequantSpelling
+
+    @property
+    def weights(self) -> str:
+        return self.w_rom.init
+
+    @property
+    def biases(self) -> str:
+        return self.b_rom.init
+
+
+@dataclass(frozen=True)
+class ConvSpelling:
+    """The conv template's types, ROMs and loop bounds (ConvPlan's numbers, derived here)."""
+
+    in_t: str
+    w_t: str
+    prod_t: str
+    acc_t: str
+    out_t: str
+    cf: int  #: input channel folds per tap: cg / SIMD
+    sf: int  #: steps of one output fold: kh * kw * cf
+    nf: int  #: output folds per pixel: channels_out / PE
+    steps: int  #: cycles per fold: max(SF, PE)
+    rows: int  #: padded rows the window walks (every input row, and the bottom padding an output needs)
+    cols: int  #: padded columns likewise
+    cycles: int  #: loop iterations per sample of this C++ engine: window steps, then folds (not overlapped)
+    w_rom: Rom  #: word nf*SF + (u*kw + v)*CF + cf holds the PE x SIMD tile p-major
+    b_rom: Rom  #: [nf][p] = bias of output channel nf*PE + p
+    requant: RequantSpelling
+
+    @property
+    def weights(self) -> str:
+        return self.w_rom.init
+
+    @property
+    def biases(self) -> str:
+        return self.b_rom.init
+
+
+@dataclass(frozen=True)
+class PoolSpelling:
+    in_t: str
+    acc_t: str
+    out_t: str
+    is_global: bool  #: the window is the whole image: per-channel running results, no line buffer
+    rows: int
+    cols: int
+    cycles: int  #: loop iterations per sample of this C++ engine
+    pad: str  #: the code a padding tap holds: 0 (avg: padding counts as zeros), min code (max: never wins)
+    requant: RequantSpelling | None  #: avg: (sum * mult) -> out; None for max
+
+
+@dataclass(frozen=True)
+class AddSpelling:
+    a_t: str
+    b_t: str
+    sum_t: str
+    out_t: str
     requant: RequantSpelling
 
 
-def requant_spelling(plan: DensePlan) -> RequantSpelling:
-    """The widths of the explicit rounding arithmetic, from the accumulator width and the shift."""
-    rq = plan.requant
-    a = plan.acc.bits
+@dataclass(frozen=True)
+class ForkSpelling:
+    elem_t: str
+
+
+@dataclass(frozen=True)
+class ConcatPartSpelling:
+    in_t: str
+    rq: RequantSpelling  #: onto the output scale
+
+
+@dataclass(frozen=True)
+class ConcatSpelling:
+    out_t: str
+    parts: tuple[tuple[ConcatPart, ConcatPartSpelling], ...]
+
+
+@dataclass(frozen=True)
+class LutSpelling:
+    in_t: str
+    out_t: str
+    lo: str  #: the smallest input code (table entry 0)
+    rom: Rom
+
+    @property
+    def table(self) -> str:
+        return self.rom.init
+
+
+#: the engine kind each plan type is emitted as (templates/hls/<kind>.h.j2)
+ENGINES: dict[type, str] = {
+    DensePlan: "dense",
+    ConvPlan: "conv",
+    PoolPlan: "pool",
+    AddPlan: "add",
+    ForkPlan: "fork",
+    ConcatPlan: "concat",
+    LutPlan: "lut",
+}
+
+
+def _where(plan: EnginePlan) -> str:
+    return f"layer '{plan.name}' (ONNX {plan.source!r})"
+
+
+def requant_spelling(rq: Requant, acc: IntType, where: str) -> RequantSpelling:
+    """The widths of the explicit rounding arithmetic, from the accumulator's width and the shift."""
+    a = acc.bits + (0 if acc.signed else 1)  # a signed type holding every acc value
     # right shift: one bit above max(acc, shift), so acc + 2**(shift-1) cannot overflow and the
     # shift stays below the width; left shift: room for the exact product acc * 2**-shift
     wide = max(a, rq.shift) + 1 if rq.shift > 0 else a - rq.shift
     if wide > AP_INT_MAX_W:
-        raise ScheduleError(f"{_where(plan)}: requantization needs {wide} bits, over ap_int's {AP_INT_MAX_W}")
+        raise ScheduleError(f"{where}: requantization needs {wide} bits, over ap_int's {AP_INT_MAX_W}")
     return RequantSpelling(
         mode=Rounding(rq.rounding).name,
         shift=rq.shift,
@@ -126,14 +259,27 @@ def requant_spelling(plan: DensePlan) -> RequantSpelling:
     )
 
 
+def c_table(values: np.ndarray, indent: str) -> str:
+    """A 1-D integer array as C initialiser lines, `_VALUES_PER_LINE` values a line."""
+    vals = [str(v) for v in np.asarray(values, dtype=np.int64).tolist()]
+    return "\n".join(
+        indent + ", ".join(vals[i : i + _VALUES_PER_LINE]) + "," for i in range(0, len(vals), _VALUES_PER_LINE)
+    )
+
+
+def _rom(values: np.ndarray, t: IntType, where: str, indent: str = " " * 8) -> Rom:
+    """A ROM of codes of type `t`: 2-D arrays row by row, 1-D tables as wrapped lines."""
+    values = np.asarray(values, dtype=np.int64)
+    init = c_table(values, indent) if values.ndim == 1 else c_initializer(values, indent)
+    return Rom(code_t=ap_type(t), store=storage_ctype(t, where), exact=t.bits in (8, 16, 32, 64), init=init)
+
+
 def dense_spelling(plan: DensePlan) -> DenseSpelling:
     """ROM initialisers and type spellings of one dense engine (ROM layout as DensePlan documents)."""
     where = _where(plan)
     pe, simd, sf, nf = plan.pe, plan.simd, plan.sf, plan.nf
     # [NF*PE, SF*SIMD] -> [NF, PE, SF, SIMD] -> [NF, SF, PE, SIMD] -> word nf*SF+sf, element p*SIMD+s
     words = plan.weights.reshape(nf, pe, sf, simd).transpose(0, 2, 1, 3).reshape(nf * sf, pe * simd)
-    w_store = storage_ctype(plan.w, where)
-    b_store = storage_ctype(plan.bias, where)
     return DenseSpelling(
         in_t=ap_type(plan.inp),
         w_t=ap_type(plan.w),
@@ -142,18 +288,146 @@ def dense_spelling(plan: DensePlan) -> DenseSpelling:
         bias_t=ap_type(plan.bias),
         out_t=ap_type(plan.out),
         steps=max(sf, pe),
-        w_store=w_store,
-        b_store=b_store,
-        w_exact=plan.w.bits in (8, 16, 32, 64),
-        b_exact=plan.bias.bits in (8, 16, 32, 64),
-        weights=c_initializer(words, " " * 8),
-        biases=c_initializer(plan.biases.reshape(nf, pe), " " * 8),
-        requant=requant_spelling(plan),
+        w_rom=_rom(words, plan.w, where),
+        b_rom=_rom(plan.biases.reshape(nf, pe), plan.bias, where),
+        requant=requant_spelling(plan.requant, plan.acc, where),
     )
 
 
-def _where(plan: DensePlan) -> str:
-    return f"layer '{plan.name}' (ONNX {plan.source!r})"
+def walked(size: int, pad_begin: int, kernel: int, stride: int, out: int) -> int:
+    """Padded positions a window walks along one axis: every input, and the end padding an output needs."""
+    return max(pad_begin + size, (out - 1) * stride + kernel)
+
+
+def conv_spelling(plan: ConvPlan) -> ConvSpelling:
+    """ROM layout and loop bounds of the line-buffer conv engine (see templates/hls/conv.h.j2)."""
+    where = _where(plan)
+    pe, simd = plan.pe, plan.simd
+    (kh, kw), taps = plan.kernel, plan.kernel[0] * plan.kernel[1]
+    cf, nf = plan.cg // simd, plan.channels_out // pe
+    # [M, CG, KH, KW] -> [NF, PE, CF, SIMD, T] -> [NF, T, CF, PE, SIMD]: word nf*SF + t*CF + cf, element p*SIMD + s
+    words = plan.weights.reshape(nf, pe, cf, simd, taps).transpose(0, 4, 2, 1, 3).reshape(nf * taps * cf, pe * simd)
+    rows = walked(plan.in_h, plan.pads_begin[0], kh, plan.stride[0], plan.out_h)
+    cols = walked(plan.in_w, plan.pads_begin[1], kw, plan.stride[1], plan.out_w)
+    steps = max(taps * cf, pe)
+    return ConvSpelling(
+        in_t=ap_type(plan.inp),
+        w_t=ap_type(plan.w),
+        prod_t=ap_type(plan.prod),
+        acc_t=ap_type(plan.acc),
+        out_t=ap_type(plan.out),
+        cf=cf,
+        sf=taps * cf,
+        nf=nf,
+        steps=steps,
+        rows=rows,
+        cols=cols,
+        cycles=rows * cols * plan.channels_in + plan.out_h * plan.out_w * nf * steps + pe,
+        w_rom=_rom(words, plan.w, where),
+        b_rom=_rom(plan.biases.reshape(nf, pe), plan.bias, where),
+        requant=requant_spelling(plan.requant, plan.acc, where),
+    )
+
+
+def is_global_pool(plan: PoolPlan) -> bool:
+    """The window is the whole image: no padding, one output pixel."""
+    return (
+        plan.kernel == (plan.in_h, plan.in_w)
+        and (plan.out_h, plan.out_w) == (1, 1)
+        and not any(plan.pads_begin + plan.pads_end)
+    )
+
+
+def pool_spelling(plan: PoolPlan) -> PoolSpelling:
+    where = _where(plan)
+    (kh, kw), avg, c = plan.kernel, plan.kind == "avg", plan.channels
+    rq = Requant(plan.shift, plan.rounding, plan.lo, plan.hi)
+    is_global = is_global_pool(plan)
+    rows = walked(plan.in_h, plan.pads_begin[0], kh, plan.stride[0], plan.out_h)
+    cols = walked(plan.in_w, plan.pads_begin[1], kw, plan.stride[1], plan.out_w)
+    steps = plan.in_h * plan.in_w if is_global else rows * cols
+    return PoolSpelling(
+        in_t=ap_type(plan.inp),
+        acc_t=ap_type(plan.acc),
+        out_t=ap_type(plan.out),
+        is_global=is_global,
+        rows=rows,
+        cols=cols,
+        cycles=(steps + plan.out_h * plan.out_w) * c,
+        pad=f"in_t({c_int(0 if avg else plan.inp.lo)})",
+        requant=requant_spelling(rq, plan.acc, where) if avg else None,
+    )
+
+
+def add_spelling(plan: AddPlan) -> AddSpelling:
+    return AddSpelling(
+        a_t=ap_type(plan.a),
+        b_t=ap_type(plan.b),
+        sum_t=ap_type(plan.sum),
+        out_t=ap_type(plan.out),
+        requant=requant_spelling(plan.requant, plan.sum, _where(plan)),
+    )
+
+
+def concat_spelling(plan: ConcatPlan) -> ConcatSpelling:
+    where = _where(plan)
+    parts = tuple(
+        (part, ConcatPartSpelling(ap_type(part.inp), requant_spelling(part.requant, part.inp, f"{where} input {i}")))
+        for i, part in enumerate(plan.parts)
+    )
+    return ConcatSpelling(out_t=ap_type(plan.out), parts=parts)
+
+
+def lut_spelling(plan: LutPlan) -> LutSpelling:
+    return LutSpelling(
+        in_t=ap_type(plan.inp),
+        out_t=ap_type(plan.out),
+        lo=c_int(plan.inp.lo),
+        rom=_rom(plan.table, plan.out, _where(plan)),
+    )
+
+
+def spelling(plan: EnginePlan) -> object:
+    """The template context of one engine beside its plan."""
+    if isinstance(plan, DensePlan):
+        return dense_spelling(plan)
+    if isinstance(plan, ConvPlan):
+        return conv_spelling(plan)
+    if isinstance(plan, PoolPlan):
+        return pool_spelling(plan)
+    if isinstance(plan, AddPlan):
+        return add_spelling(plan)
+    if isinstance(plan, ForkPlan):
+        return ForkSpelling(ap_type(plan.elem))
+    if isinstance(plan, ConcatPlan):
+        return concat_spelling(plan)
+    if isinstance(plan, LutPlan):
+        return lut_spelling(plan)
+    raise ScheduleError(f"{_where(plan)}: the HLS backend has no template for engine '{plan.engine}'")
+
+
+# -- checks ------------------------------------------------------------------------------------
+Port = tuple[IntType, int]  #: what an engine port carries per sample: element type, element count
+
+
+def engine_ports(p: EnginePlan) -> tuple[list[Port], list[Port]]:
+    """The (element type, count) of each input and output stream an engine reads and writes."""
+    if isinstance(p, DensePlan):
+        return [(p.inp, p.in_features)], [(p.out, p.out_features)]
+    if isinstance(p, ConvPlan):
+        return [(p.inp, p.in_h * p.in_w * p.channels_in)], [(p.out, p.out_h * p.out_w * p.channels_out)]
+    if isinstance(p, PoolPlan):
+        return [(p.inp, p.in_h * p.in_w * p.channels)], [(p.out, p.out_h * p.out_w * p.channels)]
+    if isinstance(p, AddPlan):
+        return [(p.a, p.count), (p.b, p.count)], [(p.out, p.count)]
+    if isinstance(p, ForkPlan):
+        return [(p.elem, p.count)], [(p.elem, p.count)] * len(p.outputs)
+    if isinstance(p, ConcatPlan):
+        total = p.pixels * sum(part.channels for part in p.parts)
+        return [(part.inp, p.pixels * part.channels) for part in p.parts], [(p.out, total)]
+    if isinstance(p, LutPlan):
+        return [(p.inp, p.count)], [(p.out, p.count)]
+    raise ScheduleError(f"{_where(p)}: the HLS backend has no template for engine '{p.engine}'")
 
 
 def _range_problem(values: np.ndarray, t: IntType, what: str) -> str | None:
@@ -161,6 +435,154 @@ def _range_problem(values: np.ndarray, t: IntType, what: str) -> str | None:
     if values.size and (int(values.min()) < t.lo or int(values.max()) > t.hi):
         return f"{what}: codes span [{values.min()}, {values.max()}], outside {t} [{t.lo}, {t.hi}]"
     return None
+
+
+def _check_requant(rq: Requant, out: IntType, where: str) -> None:
+    if not (out.lo <= rq.lo <= rq.hi <= out.hi):
+        raise ScheduleError(f"{where}: clamp [{rq.lo}, {rq.hi}] is not inside the output type {out}")
+
+
+def _check_rom(values: np.ndarray, t: IntType, where: str, what: str) -> None:
+    problem = _range_problem(values, t, f"{where} {what}")
+    if problem:
+        raise ScheduleError(problem)
+
+
+def _check_window(p: ConvPlan | PoolPlan, where: str) -> None:
+    """Output size, stride and padding of a sliding window agree (ONNX floor rule, no ceil mode)."""
+    for axis, (size, k, st, pb, pe_, out) in enumerate(
+        zip((p.in_h, p.in_w), p.kernel, p.stride, p.pads_begin, p.pads_end, (p.out_h, p.out_w), strict=True)
+    ):
+        if min(size, k, st, out) < 1 or min(pb, pe_) < 0 or out != (size + pb + pe_ - k) // st + 1:
+            raise ScheduleError(
+                f"{where}: axis {axis}: {size} inputs, kernel {k}, stride {st}, pads ({pb}, {pe_}) do not give "
+                f"{out} outputs (floor((in + pads - kernel) / stride) + 1)"
+            )
+
+
+def _check_engine(p: EnginePlan) -> None:
+    """Plan-internal consistency of one engine: shapes, foldings, ROM ranges, clamps."""
+    where = _where(p)
+    if p.engine != ENGINES.get(type(p)):
+        raise ScheduleError(f"{where}: the HLS backend has no template for engine '{p.engine}' ({type(p).__name__})")
+    ins, outs = engine_ports(p)
+    types = [t for t, _ in ins + outs]
+    if isinstance(p, DensePlan | ConvPlan):
+        types += [p.w, p.prod, p.acc, p.bias]
+    if isinstance(p, PoolPlan):
+        types.append(p.acc)
+    if isinstance(p, AddPlan):
+        types.append(p.sum)
+    if max(t.bits for t in types) > AP_INT_MAX_W:
+        raise ScheduleError(f"{where}: a type is wider than ap_int's {AP_INT_MAX_W} bits")
+    if isinstance(p, DensePlan):
+        if p.in_features % p.simd or p.out_features % p.pe:
+            raise ScheduleError(f"{where}: PE={p.pe} must divide {p.out_features} and SIMD={p.simd} {p.in_features}")
+        if p.weights.shape != (p.out_features, p.in_features) or p.biases.shape != (p.out_features,):
+            raise ScheduleError(f"{where}: weights {p.weights.shape} / biases {p.biases.shape} do not match the plan")
+    elif isinstance(p, ConvPlan):
+        _check_window(p, where)
+        if p.groups < 1 or p.channels_in % p.groups or p.channels_out % p.groups:
+            raise ScheduleError(f"{where}: groups={p.groups} must divide {p.channels_in} and {p.channels_out}")
+        if p.channels_out % p.pe or p.cg % p.simd:
+            raise ScheduleError(f"{where}: PE={p.pe} must divide {p.channels_out} and SIMD={p.simd} {p.cg}")
+        if p.mg % p.pe and not (p.cg == 1 and p.mg == 1):
+            raise ScheduleError(
+                f"{where}: PE={p.pe} must divide the {p.mg} output channels per group (or the conv be depthwise), "
+                "so the PE lanes of a fold read the same input channels"
+            )
+        shape = (p.channels_out, p.cg, *p.kernel)
+        if p.weights.shape != shape or p.biases.shape != (p.channels_out,):
+            raise ScheduleError(
+                f"{where}: weights {p.weights.shape} / biases {p.biases.shape}, expected {shape} / ({p.channels_out},)"
+            )
+    elif isinstance(p, PoolPlan):
+        _check_window(p, where)
+        if p.kind not in ("max", "avg"):
+            raise ScheduleError(f"{where}: pooling kind {p.kind!r} has no template (max, avg)")
+        if p.kind == "max":
+            if p.out.lo > p.inp.lo or p.out.hi < p.inp.hi:
+                raise ScheduleError(f"{where}: max pooling passes codes through, but {p.inp} codes do not fit {p.out}")
+            if any(pad >= k for pad, k in zip(p.pads_begin + p.pads_end, p.kernel * 2, strict=True)):
+                raise ScheduleError(f"{where}: padding {p.pads_begin + p.pads_end} would make windows of padding only")
+        else:
+            _check_requant(Requant(p.shift, p.rounding, p.lo, p.hi), p.out, where)
+            if p.mult < 1:
+                raise ScheduleError(f"{where}: average multiplier {p.mult} must be >= 1")
+    elif isinstance(p, AddPlan):
+        if min(p.align_a, p.align_b) < 0:
+            raise ScheduleError(f"{where}: alignment shifts ({p.align_a}, {p.align_b}) must be >= 0")
+    elif isinstance(p, ForkPlan):
+        if len(p.outputs) < 2:
+            raise ScheduleError(f"{where}: a fork needs two or more outputs, has {len(p.outputs)}")
+    elif isinstance(p, ConcatPlan):
+        for i, part in enumerate(p.parts):
+            _check_requant(part.requant, p.out, f"{where} input {i}")
+    elif isinstance(p, LutPlan):
+        size = p.inp.hi - p.inp.lo + 1
+        if p.table.shape != (size,):
+            raise ScheduleError(f"{where}: a table of {p.table.shape} entries for {size} input codes")
+        if size > 1 << MAX_LUT_BITS:
+            raise ScheduleError(f"{where}: a {size}-entry table; the HLS backend takes at most 2^{MAX_LUT_BITS}")
+        _check_rom(p.table, p.out, where, "table")
+    if isinstance(p, DensePlan | ConvPlan):
+        _check_rom(p.weights, p.w, where, "weights")
+        _check_rom(p.biases, p.bias, where, "biases")
+    if isinstance(p, DensePlan | ConvPlan | AddPlan):
+        _check_requant(p.requant, p.out, where)
+
+
+def schedule_streams(schedule: Schedule) -> tuple[Stream, ...]:
+    """The Schedule's streams; a hand-made chain without them gets the chain's (as chain_schedule names them)."""
+    if schedule.streams or not schedule.is_chain:
+        return schedule.streams
+    names = [schedule.input.name] + [f"{p.name}_out" for p in schedule.layers[:-1]] + [schedule.output.name]
+    first = Stream(names[0], schedule.input.source, schedule.input.elem, (schedule.input.count,))
+    return (first, *(Stream(names[i + 1], p.source, p.out, (p.out_features,)) for i, p in enumerate(schedule.layers)))
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """The streams of a Schedule and which engine reads and writes each (by index into `streams`)."""
+
+    streams: tuple[Stream, ...]
+    engines: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]  #: per layer: (input indices, output indices)
+    input: int  #: the input port's stream
+    output: int  #: the output port's stream
+
+
+def wiring(schedule: Schedule) -> Wiring:
+    """Resolve every engine's stream names, and the ports' streams (named like the ports).
+
+    A chain whose stream names repeat (a port named like a layer's output), or whose plans carry
+    no stream names (made without chain_schedule), is wired by position.
+    """
+    streams = schedule_streams(schedule)
+    names = [s.name for s in streams]
+    layers = schedule.layers
+    unnamed = any(not p.inputs or not p.outputs for p in layers)
+    if len(set(names)) != len(names) or unnamed:
+        if schedule.is_chain and len(streams) == len(layers) + 1:
+            return Wiring(streams, tuple(((i,), (i + 1,)) for i in range(len(layers))), 0, len(layers))
+        if unnamed:
+            raise ScheduleError(f"model '{schedule.model}': engines without input/output stream names")
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ScheduleError(f"model '{schedule.model}': stream names {dup} are used twice")
+    index = {n: i for i, n in enumerate(names)}
+    engines = []
+    for p in layers:
+        missing = [s for s in (*p.inputs, *p.outputs) if s not in index]
+        if missing:
+            raise ScheduleError(f"{_where(p)}: streams {missing} are not in the Schedule's streams")
+        engines.append((tuple(index[s] for s in p.inputs), tuple(index[s] for s in p.outputs)))
+    for port, kind in ((schedule.input, "input"), (schedule.output, "output")):
+        if port.name not in index:
+            raise ScheduleError(f"{kind} '{port.source}': no stream is named '{port.name}' like the port")
+    if schedule.input.name == schedule.output.name:
+        raise ScheduleError(
+            f"model '{schedule.model}': the input and output ports share stream '{schedule.input.name}'"
+        )
+    return Wiring(streams, tuple(engines), index[schedule.input.name], index[schedule.output.name])
 
 
 def check_schedule(schedule: Schedule) -> None:
@@ -176,40 +598,101 @@ def check_schedule(schedule: Schedule) -> None:
     files = [*names, schedule.top, "hwgen_types"]
     if len({f.lower() for f in files}) != len(files):
         raise ScheduleError(f"model '{schedule.model}': names {files} differ only in case; file names would collide")
-    first, last = schedule.layers[0], schedule.layers[-1]
-    if (first.inp, first.in_features) != (schedule.input.elem, schedule.input.count):
-        raise ScheduleError(
-            f"input '{schedule.input.source}': {schedule.input.count} x {schedule.input.elem} does not feed "
-            f"{_where(first)} ({first.in_features} x {first.inp})"
-        )
-    if (last.out, last.out_features) != (schedule.output.elem, schedule.output.count):
-        raise ScheduleError(
-            f"output '{schedule.output.source}': {schedule.output.count} x {schedule.output.elem} is not what "
-            f"{_where(last)} produces ({last.out_features} x {last.out})"
-        )
     for port, kind in ((schedule.input, "input"), (schedule.output, "output")):
         if port.elem.bits > (64 if port.elem.signed else 63):
             raise ScheduleError(f"{kind} '{port.source}': {port.elem} codes do not fit the testbench's int64 I/O")
-    for a, b in zip(schedule.layers, schedule.layers[1:], strict=False):
-        if (a.out_features, a.out) != (b.in_features, b.inp):
-            raise ScheduleError(f"{_where(a)} -> {_where(b)}: {a.out_features}x{a.out} feeds {b.in_features}x{b.inp}")
     for p in schedule.layers:
-        where = _where(p)
-        if p.engine != "dense":
-            raise ScheduleError(f"{where}: the HLS backend has no template for engine '{p.engine}'")
-        if p.in_features % p.simd or p.out_features % p.pe:
-            raise ScheduleError(f"{where}: PE={p.pe} must divide {p.out_features} and SIMD={p.simd} {p.in_features}")
-        if p.weights.shape != (p.out_features, p.in_features) or p.biases.shape != (p.out_features,):
-            raise ScheduleError(f"{where}: weights {p.weights.shape} / biases {p.biases.shape} do not match the plan")
-        if max(t.bits for t in (p.inp, p.w, p.prod, p.acc, p.out, p.bias)) > AP_INT_MAX_W:
-            raise ScheduleError(f"{where}: a type is wider than ap_int's {AP_INT_MAX_W} bits")
-        for values, t, what in ((p.weights, p.w, "weights"), (p.biases, p.bias, "biases")):
-            problem = _range_problem(values, t, f"{where} {what}")
-            if problem:
-                raise ScheduleError(problem)
-        rq = p.requant
-        if not (p.out.lo <= rq.lo <= rq.hi <= p.out.hi):
-            raise ScheduleError(f"{where}: clamp [{rq.lo}, {rq.hi}] is not inside the output type {p.out}")
+        _check_engine(p)
+    w = wiring(schedule)
+    streams = w.streams
+    # every stream: one writer (the input port, or an engine before its reader), one reader
+    writer: dict[int, EnginePlan | None] = {w.input: None}
+    readers: dict[int, int] = {}
+    for p, (ins, outs) in zip(schedule.layers, w.engines, strict=True):
+        want_in, want_out = engine_ports(p)
+        if len(ins) != len(want_in) or len(outs) != len(want_out):
+            raise ScheduleError(
+                f"{_where(p)}: reads {len(ins)} and writes {len(outs)} streams; "
+                f"a {p.engine} engine reads {len(want_in)} and writes {len(want_out)}"
+            )
+        for i, (t, n) in zip(ins, want_in, strict=True):
+            s = streams[i]
+            if i not in writer:
+                raise ScheduleError(f"{_where(p)} reads stream '{s.name}' before any engine writes it")
+            readers[i] = readers.get(i, 0) + 1
+            src = writer[i]
+            if (s.elem, s.count) != (t, n):
+                fed = _where(src) if src is not None else f"input '{schedule.input.source}'"
+                raise ScheduleError(
+                    f"{fed} -> {_where(p)}: stream '{s.name}' carries {s.count}x{s.elem}, reads {n}x{t}"
+                )
+        for i, (t, n) in zip(outs, want_out, strict=True):
+            s = streams[i]
+            if i in writer:
+                raise ScheduleError(f"{_where(p)} writes stream '{s.name}', which already has a writer")
+            writer[i] = p
+            if (s.elem, s.count) != (t, n):
+                raise ScheduleError(f"{_where(p)} writes {n}x{t} into stream '{s.name}' of {s.count}x{s.elem}")
+    port_in, port_out = streams[w.input], streams[w.output]
+    if (port_in.elem, port_in.count) != (schedule.input.elem, schedule.input.count):
+        consumer = next(p for p, (ins, _) in zip(schedule.layers, w.engines, strict=True) if w.input in ins)
+        raise ScheduleError(
+            f"input '{schedule.input.source}': {schedule.input.count} x {schedule.input.elem} does not feed "
+            f"{_where(consumer)} ({port_in.count} x {port_in.elem})"
+        )
+    producer = writer.get(w.output)
+    if producer is None or (port_out.elem, port_out.count) != (schedule.output.elem, schedule.output.count):
+        what = f"{_where(producer)} produces" if producer is not None else "any engine produces"
+        raise ScheduleError(
+            f"output '{schedule.output.source}': {schedule.output.count} x {schedule.output.elem} is not what "
+            f"{what} ({port_out.count} x {port_out.elem})"
+        )
+    for i, s in enumerate(streams):
+        want = 0 if i == w.output else 1
+        if i not in writer:
+            raise ScheduleError(f"stream '{s.name}' ('{s.source}') has no writer")
+        if readers.get(i, 0) != want:
+            raise ScheduleError(
+                f"stream '{s.name}' ('{s.source}') has {readers.get(i, 0)} readers; "
+                + ("the output port must be the only one" if want == 0 else "an hls::stream has exactly one (fork it)")
+            )
+        if s.depth < 1:
+            raise ScheduleError(f"stream '{s.name}': FIFO depth {s.depth} must be >= 1")
+
+
+@dataclass(frozen=True)
+class Fifo:
+    """A stream between two engines, as the top function declares it."""
+
+    var: str  #: C++ variable name (the stream's name unless it would shadow the ports `in`/`out`)
+    elem_t: str
+    stream: Stream
+
+
+@dataclass(frozen=True)
+class EngineCall:
+    plan: EnginePlan
+    t: object  #: the engine's spelling
+    args: tuple[str, ...]  #: the stream variables, inputs then outputs
+
+
+def top_wiring(schedule: Schedule) -> tuple[list[Fifo], list[EngineCall]]:
+    """The FIFOs the top declares and each engine's call; the ports' streams are `in` and `out`."""
+    w = wiring(schedule)
+    taken = {"in", "out", *(s.name for s in w.streams)}
+    var: dict[int, str] = {w.input: "in", w.output: "out"}
+    for i, s in enumerate(w.streams):
+        if i not in var:
+            # unique (a chain may repeat a name, see wiring), and never shadowing a port
+            var[i] = s.name if s.name not in ("in", "out", *var.values()) else legalize(s.name, taken)
+    # declared in the order the engines write them
+    written = [i for _, outs in w.engines for i in outs if i != w.output]
+    fifos = [Fifo(var[i], ap_type(w.streams[i].elem), w.streams[i]) for i in written]
+    calls = [
+        EngineCall(p, spelling(p), tuple(var[i] for i in (*ins, *outs)))
+        for p, (ins, outs) in zip(schedule.layers, w.engines, strict=True)
+    ]
+    return fifos, calls
 
 
 def _check_codes(codes: np.ndarray, count: int, t: IntType, what: str) -> np.ndarray:
@@ -231,6 +714,14 @@ def smoke_inputs(schedule: Schedule) -> np.ndarray:
     """Default csim vectors when none are given: all zero, all minimum and all maximum codes."""
     t, n = schedule.input.elem, schedule.input.count
     return np.array([[v] * n for v in dict.fromkeys((0, t.lo, t.hi))], dtype=np.int64)
+
+
+def _stream_order(port: StreamPort) -> str:
+    """How an image port's elements travel (the testbench's files list them in this order)."""
+    if len(port.shape) != 3:
+        return ""
+    c, h, w = port.shape
+    return f"streamed channels-last: {h} x {w} pixels row by row, {c} channels each"
 
 
 def _clock_period_ns(clock_mhz: float) -> str:
@@ -271,23 +762,25 @@ def emit_hls(
             raise DataError(f"expected: {expected.shape[0]} samples for {x.shape[0]} input samples")
 
     top = schedule.top
-    layers = [(p, dense_spelling(p)) for p in schedule.layers]
+    fifos, engines = top_wiring(schedule)
     common = {"schedule": schedule, "ns": LAYER_NAMESPACE}
     io = {
         "in_t": ap_type(schedule.input.elem),
         "out_t": ap_type(schedule.output.elem),
         "in_scale": f"2^{-schedule.input.frac}",
         "out_scale": f"2^{-schedule.output.frac}",
+        "in_order": _stream_order(schedule.input),
+        "out_order": _stream_order(schedule.output),
         "out_to_int": "to_int64" if schedule.output.elem.signed else "to_uint64",
         "in_lo": c_int(schedule.input.elem.lo),
         "in_hi": c_int(schedule.input.elem.hi),
     }
     tb_files = ["tb_input.txt"] + (["tb_expected.txt"] if expected is not None else [])
     files: dict[str, str] = {"hwgen_types.h": render("hls/hwgen_types.h.j2", **common)}
-    for p, sp in layers:
-        files[f"{p.name}.h"] = render("hls/dense.h.j2", plan=p, t=sp, **common)
+    for e in engines:
+        files[f"{e.plan.name}.h"] = render(f"hls/{e.plan.engine}.h.j2", plan=e.plan, t=e.t, **common)
     files[f"{top}.h"] = render("hls/top.h.j2", io=io, **common)
-    files[f"{top}.cpp"] = render("hls/top.cpp.j2", io=io, layers=layers, **common)
+    files[f"{top}.cpp"] = render("hls/top.cpp.j2", io=io, fifos=fifos, engines=engines, **common)
     files[f"tb_{top}.cpp"] = render("hls/tb.cpp.j2", io=io, **common)
     files["tb_input.txt"] = codes_text(x)
     if expected is not None:
@@ -318,4 +811,13 @@ def _write(out_dir: Path, files: Iterable[tuple[str, str]]) -> list[Path]:
     return written
 
 
-__all__ = ["DEFAULT_CLOCK_MHZ", "DEFAULT_PART", "ap_type", "c_int", "check_schedule", "emit_hls"]
+__all__ = [
+    "DEFAULT_CLOCK_MHZ",
+    "DEFAULT_PART",
+    "ENGINES",
+    "ap_type",
+    "c_int",
+    "check_schedule",
+    "emit_hls",
+    "top_wiring",
+]
