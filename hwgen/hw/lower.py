@@ -48,6 +48,7 @@ from hwgen.hw.schedule import (
 )
 from hwgen.ir.graph import Graph, Node
 from hwgen.numerics import FixedPoint, Rounding
+from hwgen.passes.quantize import LUT_MAX_INPUT_BITS
 from hwgen.sim.exact import LUT_OPS, dense_codes, dense_requant, fixed_format
 
 log = logging.getLogger(__name__)
@@ -303,6 +304,8 @@ def _lower_dag(graph: Graph, config: BuildConfig, top: str | None) -> Schedule:
             if not is_global and (node.attrs.get("ceil_mode") or node.attrs.get("dilations", (1, 1)) != (1, 1)):
                 raise ScheduleError(f"{where}: the pooling engine has no ceil_mode or dilation")
             kind = "max" if "Max" in node.op else "avg"
+            if any(p >= k for p, k in zip(pb + pe_, kernel + kernel, strict=True)):
+                raise ScheduleError(f"{where}: padding {pb}/{pe_} as large as the kernel {kernel} gives empty windows")
             n = kernel[0] * kernel[1]
             if kind == "avg" and any(pb + pe_) and not node.attrs.get("count_include_pad", 0):
                 raise ScheduleError(f"{where}: padded average pooling must count the padding (count_include_pad=1)")
@@ -377,6 +380,11 @@ def _lower_dag(graph: Graph, config: BuildConfig, top: str | None) -> Schedule:
             out_info = new_stream(out_v, (*src.shape[:-1], sum(p.channels for p in parts)))
         elif node.op in ("Relu", "Clip", *LUT_OPS):
             fi = fixed_format(graph, x)
+            if fi.bits > LUT_MAX_INPUT_BITS:
+                raise UnsupportedOpError(
+                    f"{where}: a standalone {node.op} is a {2**fi.bits}-entry table over {fi.bits}-bit codes; "
+                    f"use at most {LUT_MAX_INPUT_BITS}-bit activations before it or fuse it into the layer before"
+                )
             codes = np.arange(fi.min_code, fi.max_code + 1, dtype=np.int64)
             if node.op == "Relu":
                 table = np.maximum(codes, 0)

@@ -146,7 +146,8 @@ def chain_schedule(
     latency = chain_latency([(p.in_features, p.out_features, p.pe, p.simd) for p in layers])
     ii = max(p.ii for p in layers)
     # streams: the input port, then each engine's output (the last one is the output port)
-    names = [input_port.name] + [f"{p.name}_out" for p in layers[:-1]] + [output_port.name]
+    taken = {top, input_port.name, output_port.name, *(p.name for p in layers)}
+    names = [input_port.name] + [legalize(f"{p.name}_out", taken) for p in layers[:-1]] + [output_port.name]
     streams = [Stream(input_port.name, input_port.source, input_port.elem, (input_port.count,))]
     streams += [Stream(names[i + 1], p.source, p.out, (p.out_features,)) for i, p in enumerate(layers)]
     layers = [dataclasses.replace(p, inputs=(names[i],), outputs=(names[i + 1],)) for i, p in enumerate(layers)]

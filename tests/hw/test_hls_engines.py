@@ -231,12 +231,14 @@ def test_refuses_a_narrowing_max_pool(tmp_path: Path) -> None:
 
 
 def test_chain_whose_port_is_named_like_a_layer_output(tmp_path: Path) -> None:
-    """chain_schedule names a layer's output `<layer>_out`, which a port may also be called: wired by position."""
+    """chain_schedule names a layer's output `<layer>_out`; a port may already be called that, so the
+    internal stream gets a unique name and the design is wired by stream names."""
     l1 = layer("fc1", 12, 6, pe=3, simd=4)
     l2 = layer("fc2", 6, 4, pe=2, simd=3, seed=2)
     x = StreamPort("fc1_out", "fc1_out", U8, 12, 0, (12,))
     s = chain_schedule("mlp", "m", [l1, l2], x, StreamPort("y", "y", U8, 4, 0, (4,)))
-    assert [st.name for st in s.streams].count("fc1_out") == 2
+    names = [st.name for st in s.streams]
+    assert len(set(names)) == len(names) and names[0] == "fc1_out"
     emit_hls(s, tmp_path)
     calls = re.findall(r"hwgen_layers::(\w+)\(([^)]*)\);", (tmp_path / "mlp.cpp").read_text())
-    assert calls == [("fc1", "in, fc1_out"), ("fc2", "fc1_out, out")]  # the port itself is `in`
+    assert calls == [("fc1", f"in, {names[1]}"), ("fc2", f"{names[1]}, out")]  # the port itself is `in`
