@@ -49,7 +49,7 @@ from hwgen.hw.schedule import (
 from hwgen.ir.graph import Graph, Node
 from hwgen.numerics import FixedPoint, Rounding
 from hwgen.passes.quantize import LUT_MAX_INPUT_BITS
-from hwgen.sim.exact import LUT_OPS, dense_codes, dense_requant, fixed_format
+from hwgen.sim.exact import LUT_OPS, affine_codes, dense_codes, dense_requant, fixed_format
 
 log = logging.getLogger(__name__)
 
@@ -378,7 +378,11 @@ def _lower_dag(graph: Graph, config: BuildConfig, top: str | None) -> Schedule:
             pixels = int(np.prod(src.shape[:-1]))
             plan = ConcatPlan(name=name(), pixels=pixels, parts=tuple(parts), out=out_t, **common)
             out_info = new_stream(out_v, (*src.shape[:-1], sum(p.channels for p in parts)))
-        elif node.op in ("Relu", "Clip", *LUT_OPS):
+        elif node.op == "Affine" and any(graph.const(c).size > 1 for c in node.inputs[1:]):
+            raise UnsupportedOpError(
+                f"{where}: a per-channel scale/offset has no engine yet; fold it into the next Conv/Gemm"
+            )
+        elif node.op in ("Relu", "Clip", "Affine", *LUT_OPS):
             fi = fixed_format(graph, x)
             if fi.bits > LUT_MAX_INPUT_BITS:
                 raise UnsupportedOpError(
@@ -388,6 +392,8 @@ def _lower_dag(graph: Graph, config: BuildConfig, top: str | None) -> Schedule:
             codes = np.arange(fi.min_code, fi.max_code + 1, dtype=np.int64)
             if node.op == "Relu":
                 table = np.maximum(codes, 0)
+            elif node.op == "Affine":
+                table = affine_codes(graph, node, codes)
             elif node.op == "Clip":
                 lo, hi = clip_bounds(node.attrs.get("min", -math.inf), node.attrs.get("max", math.inf), fi)
                 table = np.clip(codes, lo, hi)

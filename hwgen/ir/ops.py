@@ -142,6 +142,7 @@ OPS: dict[str, OpSpec] = {
         OpSpec("Gemm", _gemm, "ONNX Gemm on a [batch, in] activation (normalized into Dense)"),
         OpSpec("MatMul", _matmul, "activation times a constant matrix (fused into Dense)"),
         OpSpec("Add", _elementwise, "element-wise sum with numpy broadcasting"),
+        OpSpec("Affine", _elementwise, "x * scale + offset with constant scale/offset (quantized Mul/Add/Sub/Div)"),
         OpSpec("Sub", _elementwise, "element-wise difference"),
         OpSpec("Mul", _elementwise, "element-wise product"),
         OpSpec("Div", _elementwise, "element-wise quotient"),

@@ -86,18 +86,23 @@ def quantize_fixed(graph: Graph, calib_x: np.ndarray, config: BuildConfig) -> Pa
         r = ranges[name]
         _set_format(g, name, fixed_for_bound(r.bound, q.input_bits or q.act_bits, signed=r.lo < 0))
     for node in g.nodes:
-        x_fmt = g.values[node.inputs[0]].type.format
+        x_in = next((i for i in node.inputs if not g.values[i].is_const), node.inputs[0])
+        x_fmt = g.values[x_in].type.format
         if not isinstance(x_fmt, FixedPoint):
-            raise UnsupportedOpError(f"{node.describe()}: its input {node.inputs[0]!r} was not quantized")
+            raise UnsupportedOpError(f"{node.describe()}: its input {x_in!r} was not quantized")
         layer = config.layer(node.name, node.onnx_name)
         a_bits = layer.act_bits or q.act_bits
         out_range = ranges[node.outputs[0]]
-        if any(g.values[i].is_const for i in node.inputs[1:]) and node.op not in ("Dense", "Conv", "Pad"):
+        node.attrs["rounding"] = str(q.rounding)
+        consts = [i for i in node.inputs if g.values[i].is_const]
+        if consts and node.op in ("Add", "Sub", "Mul", "Div"):
+            records.append(_quantize_affine(g, node, x_fmt, out_range, a_bits))
+            continue
+        if consts and node.op not in ("Dense", "Conv", "Pad"):
             raise UnsupportedOpError(
                 f"{node.describe()}: no fixed-point implementation of {node.op} with a constant operand; "
                 "fold it into a neighbouring Conv/Gemm or remove it"
             )
-        node.attrs["rounding"] = str(q.rounding)
         if node.op in PASS_THROUGH:
             _set_format(g, node.outputs[0], x_fmt)
         elif node.op in ("Dense", "Conv"):
@@ -117,6 +122,50 @@ def quantize_fixed(graph: Graph, calib_x: np.ndarray, config: BuildConfig) -> Pa
     g.meta["quantized"] = "fixed"
     g.meta["input_rounding"] = str(q.input_rounding)
     return PassResult(g, True, records)
+
+
+#: width of the multiplier of a standalone scale (Mul/Div by a constant)
+AFFINE_SCALE_BITS = 16
+
+
+def _quantize_affine(g: Graph, node: Node, x_fmt: FixedPoint, out_range: Range, a_bits: int) -> NodeRecord:
+    """Rewrite x (+|-|*|/) constant as Affine(x, m, a): y = requant(x * m + a), per-sample broadcast.
+
+    m is a 16-bit fixed-point scale (1 for Add/Sub), a an offset on the accumulator grid.
+    """
+    x_name = next(i for i in node.inputs if not g.values[i].is_const)
+    c_name = next(i for i in node.inputs if g.values[i].is_const)
+    c = np.asarray(g.const(c_name), dtype=np.float64)
+    first = node.inputs[0] == x_name
+    one, zero = np.ones_like(c), np.zeros_like(c)
+    if node.op == "Div" and (not first or np.any(c == 0)):
+        raise UnsupportedOpError(f"{node.describe()}: only division of an activation by a non-zero constant")
+    m, a = {
+        "Add": (one, c),
+        "Sub": (one, -c) if first else (-one, c),
+        "Mul": (c, zero),
+        "Div": (1.0 / c, zero),
+    }[node.op]
+    m_fmt = fixed_for_bound(float(np.abs(m).max()), AFFINE_SCALE_BITS, signed=True)
+    m_codes = m_fmt.encode(m, rounding=Rounding.HALF_EVEN, overflow=Overflow.SATURATE)
+    acc_frac = x_fmt.frac + m_fmt.frac
+    a_scaled = np.rint(np.ldexp(a, acc_frac))
+    a_max = int(np.abs(a_scaled).max()) if a_scaled.size else 0
+    if a_max.bit_length() > 62:
+        raise FormatError(f"{node.describe()}: the constant offset does not fit 62 bits at the accumulator scale")
+    a_fmt = FixedPoint(max(2, a_max.bit_length() + 1), acc_frac, signed=True)
+    out_fmt = fixed_for_bound(out_range.bound, a_bits, signed=True)
+    m_name, a_name = g.unique_name(f"{node.name}.scale_q"), g.unique_name(f"{node.name}.offset_q")
+    g.add_value(Value(m_name, TensorType(m.shape, m_fmt), m_fmt.to_float(m_codes)))
+    g.add_value(Value(a_name, TensorType(a.shape, a_fmt), a_fmt.to_float(a_scaled.astype(np.int64))))
+    node.op, node.inputs = "Affine", [x_name, m_name, a_name]
+    _set_format(g, node.outputs[0], out_fmt)
+    return NodeRecord(
+        node.name,
+        node.onnx_name,
+        "quantize_fixed",
+        {"scale_format": m_fmt.name, "input_format": x_fmt.name, "act_format": out_fmt.name},
+    )
 
 
 def _quantize_dense(g: Graph, node: Node, x_fmt: FixedPoint, out_range: Range, config: BuildConfig) -> NodeRecord:

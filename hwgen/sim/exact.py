@@ -181,6 +181,18 @@ def _pad(graph: Graph, node: Node, x: np.ndarray) -> np.ndarray:
     return np.pad(x, width, mode=mode)
 
 
+def affine_codes(graph: Graph, node: Node, x: np.ndarray) -> np.ndarray:
+    """y = requant(x * m + a) with per-sample-broadcast constant codes m (scale) and a (offset)."""
+    fx, fm, fo = (fixed_format(graph, v) for v in (node.inputs[0], node.inputs[1], node.outputs[0]))
+    m = fm.encode_exact(graph.const(node.inputs[1]))
+    a = fixed_format(graph, node.inputs[2]).encode_exact(graph.const(node.inputs[2]))
+    wide = fx.bits + fm.bits + 2 > 62 or int(np.abs(a).max(initial=0)).bit_length() > 60
+    acc = (x.astype(object) if wide else x) * m + a  # Python ints when int64 could overflow
+    return integer_kernels.requantize(
+        acc, fx.frac + fm.frac - fo.frac, Rounding(node.attrs["rounding"]), fo.min_code, fo.max_code
+    )
+
+
 def _softmax(graph: Graph, node: Node, x: np.ndarray) -> np.ndarray:
     fi, fo = fixed_format(graph, node.inputs[0]), fixed_format(graph, node.outputs[0])
     axis = node.attrs["axis"] + 1
@@ -225,6 +237,8 @@ def run_codes(graph: Graph, codes: np.ndarray, keep: bool = False) -> dict[str, 
             y = _add(graph, node, x, env[node.inputs[1]])
         elif op == "Concat":
             y = _concat(graph, node, [env[i] for i in node.inputs])
+        elif op == "Affine":
+            y = affine_codes(graph, node, x)
         elif op == "Pad":
             y = _pad(graph, node, x)
         elif op in LUT_OPS:

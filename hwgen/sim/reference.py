@@ -168,6 +168,7 @@ KERNELS: dict[str, Kernel] = {
     "Gemm": _gemm,
     "MatMul": lambda n, xs: xs[0] @ xs[1],
     "Add": lambda n, xs: _activation(n, xs[0] + xs[1]),
+    "Affine": lambda n, xs: xs[0] * xs[1] + xs[2],
     "Sub": lambda n, xs: xs[0] - xs[1],
     "Mul": lambda n, xs: xs[0] * xs[1],
     "Div": lambda n, xs: xs[0] / xs[1],

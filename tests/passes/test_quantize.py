@@ -24,7 +24,7 @@ from hwgen.ir.graph import Graph
 from hwgen.numerics import FixedPoint
 from hwgen.passes.canonicalize import canonicalize
 from hwgen.passes.quantize import fixed_for_bound, quantize_fixed
-from hwgen.sim import exact
+from hwgen.sim import exact, reference
 
 
 def max_code(bits: int, signed: bool) -> int:
@@ -376,8 +376,30 @@ def test_unsupported_op_after_canonicalization() -> None:
         quantize_fixed(g, random_input((4,), 14, 10), quant_config())
 
 
-def test_mul_on_the_input_is_unsupported() -> None:
-    nodes = [helper.make_node("Mul", ["x", "s"], ["y"], name="scale")]
+@pytest.mark.parametrize("op", ["Mul", "Div", "Add", "Sub"])
+@pytest.mark.parametrize("const_first", [False, True])
+def test_arithmetic_with_a_constant_becomes_affine(op: str, const_first: bool) -> None:
+    """x op c (per-channel c, e.g. input normalization) quantizes to y = requant(x*m + a)."""
+    if op == "Div" and const_first:
+        pytest.skip("c / x is not affine")
+    rng = np.random.default_rng(15)
+    c = rng.uniform(0.5, 2.0, 4)
+    ins = ["c", "x"] if const_first else ["x", "c"]
+    nodes = [helper.make_node(op, ins, ["y"], name="norm")]
+    g = canonical(make_model(nodes, {"x": ["N", 4]}, {"y": ["N", 4]}, {"c": c}))
+    x = random_input((4,), 15, 64)
+    q = quantize_fixed(g, x, quant_config(act_bits=12)).graph
+    assert [n.op for n in q.nodes] == ["Affine"]
+    ref = reference.run(g, x)[g.outputs[0]]
+    out_fmt = fmt(q, q.outputs[0])
+    got = out_fmt.to_float(exact.run(q, x)[q.outputs[0]])
+    # input rounding (half an input step, scaled by |m| <= 2) + scale rounding + output rounding
+    in_step = fmt(q, q.inputs[0]).step
+    assert np.abs(got - ref).max() <= 2 * in_step + out_fmt.step + 1e-3 * np.abs(ref).max()
+
+
+def test_div_of_a_constant_by_an_activation_is_unsupported() -> None:
+    nodes = [helper.make_node("Div", ["s", "x"], ["y"], name="inv")]
     g = canonical(make_model(nodes, {"x": ["N", 4]}, {"y": ["N", 4]}, {"s": np.array(2.0)}))
-    with pytest.raises(UnsupportedOpError, match=r"no fixed-point implementation of Mul"):
+    with pytest.raises(UnsupportedOpError, match=r"only division of an activation"):
         quantize_fixed(g, random_input((4,), 15, 10), quant_config())
