@@ -366,6 +366,22 @@ def _conv_pad(ctx: _Ctx, node: onnx.NodeProto, attrs: dict[str, Any]) -> None:
     )
 
 
+def _conv_reduce_mean(ctx: _Ctx, node: onnx.NodeProto, attrs: dict[str, Any]) -> None:
+    """ReduceMean over every spatial axis is a global average pool (what torch's dynamo emits)."""
+    rank = len(ctx.act_shape(node.input[0])) + 1
+    axes = _axes(ctx, node, attrs)
+    if axes is None or rank < 3 or sorted(a % rank for a in axes) != list(range(2, rank)):
+        raise _unsupported(ctx, node, f"ReduceMean over axes {axes} (only all spatial axes 2..{rank - 1})")
+    keep = bool(attrs.get("keepdims", 1))
+    if keep:
+        ctx.emit(node, "GlobalAveragePool", [node.input[0]])
+        return
+    pooled = f"{node.output[0]}__gap"
+    gap = onnx.helper.make_node("GlobalAveragePool", [node.input[0]], [pooled], name=f"{node.name or 'reducemean'}_gap")
+    ctx.emit(gap, "GlobalAveragePool", [node.input[0]])
+    ctx.emit(node, "Reshape", [pooled], {"shape": (ctx.act_shape(node.input[0])[0],)})
+
+
 CONVERTERS: dict[str, Converter] = {
     "Gemm": _conv_gemm,
     "MatMul": _conv_matmul,
@@ -397,6 +413,7 @@ CONVERTERS: dict[str, Converter] = {
     "LeakyRelu": _conv_unary_attrs,
     "HardSigmoid": _conv_unary_attrs,
     "HardSwish": _conv_unary,
+    "ReduceMean": _conv_reduce_mean,
 }
 
 #: ops accepted on activations; any op whose inputs are all constants is also accepted (folded).

@@ -27,6 +27,7 @@ from onnx import TensorProto, helper
 from hwgen.errors import ModelFileError, UnsupportedOpError
 from hwgen.frontend import SUPPORTED_OPS, import_onnx, load_onnx
 from hwgen.ir.graph import Graph
+from hwgen.sim import reference
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}  # float32 (onnxruntime) vs float64 (reference), see module docstring
 
@@ -703,3 +704,30 @@ def test_checker_failure(tmp_path: Path) -> None:
         [helper.make_node("Relu", ["ghost"], ["y"], name="r")], {"x": ["N", 3]}, {"y": None}, check=False
     )
     assert_model_file_error(save_model(model, tmp_path), "invalid ONNX model")
+
+
+@pytest.mark.parametrize("keepdims", [0, 1])
+def test_reduce_mean_over_spatial_axes_is_a_global_average_pool(tmp_path, keepdims: int) -> None:
+    """torch's dynamo exporter writes AdaptiveAvgPool2d(1) / x.mean((2, 3)) as ReduceMean."""
+    from onnx import helper as h
+
+    axes = h.make_tensor("axes", onnx.TensorProto.INT64, [2], [2, 3])
+    node = h.make_node("ReduceMean", ["x", "axes"], ["y"], name="rm", keepdims=keepdims)
+    out_shape = ["N", 3, 1, 1] if keepdims else ["N", 3]
+    g = h.make_graph([node], "g", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 4, 5])],
+                     [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, out_shape)], [axes])
+    model = h.make_model(g, opset_imports=[h.make_opsetid("", 18)])
+    x = np.random.default_rng(0).normal(size=(2, 3, 4, 5)).astype(np.float32)
+    ir = import_onnx(model)
+    assert "GlobalAveragePool" in [n.op for n in ir.nodes]
+    np.testing.assert_allclose(reference.run(ir, x)["y"], x.mean(axis=(2, 3), keepdims=bool(keepdims)), atol=1e-6)
+
+
+def test_reduce_mean_over_channels_is_refused() -> None:
+    from onnx import helper as h
+
+    node = h.make_node("ReduceMean", ["x"], ["y"], name="rm_c", axes=[1], keepdims=1)
+    g = h.make_graph([node], "g", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 4, 5])],
+                     [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 1, 4, 5])])
+    with pytest.raises(UnsupportedOpError, match=r"'rm_c' \(ReduceMean, opset 13\).*all spatial axes"):
+        import_onnx(h.make_model(g, opset_imports=[h.make_opsetid("", 13)]))
