@@ -1,11 +1,12 @@
-"""Bit-exactness and accuracy of the bundled MNIST MLP (LeNet-300-100) at several bit widths.
+"""Bit-exactness and accuracy of the bundled MNIST models at several bit widths.
 
-For each width: `hwgen build` with calibration on 512 training images, top-1 accuracy of the
-float reference and the golden model on the full 10,000-image MNIST test set, then golden vs
-C simulation vs RTL simulation (random back-pressure) on the first N test images, with the
+For each model and width: `hwgen build` with calibration on 512 training images, top-1 accuracy
+of the float reference and the golden model on the full 10,000-image MNIST test set, then golden
+vs C simulation vs RTL simulation (random back-pressure) on the first N test images, with the
 RTL-measured latency next to the Schedule's estimate.
 
-    .venv/bin/python benchmarks/verify_mnist.py [--images 1000] [--bits 8 --bits 4]
+    .venv/bin/python benchmarks/verify_mnist.py [--model lenet300 --model lenet5 --model rescnn]
+        [--images 1000] [--bits 8 --bits 4] [--no-rtl]
 """
 
 from __future__ import annotations
@@ -26,15 +27,17 @@ from hwgen.config import config_from_dict
 from hwgen.datasets import load_mnist, save_npz
 from hwgen.verify import run_verify
 
-MODEL = ROOT / "models" / "lenet300" / "lenet300.onnx"
+MODELS = {name: ROOT / "models" / name / f"{name}.onnx" for name in ("lenet300", "lenet5", "rescnn")}
 CALIB = ROOT / "models" / "lenet300" / "mnist_calib.npz"
 
 
-def run(bits: int, images: int, work: Path, x_test: np.ndarray, y_test: np.ndarray, data: Path) -> dict:
+def run(
+    model: str, bits: int, images: int, work: Path, x_test: np.ndarray, y_test: np.ndarray, data: Path, rtl: bool = True
+) -> dict:
     cfg = config_from_dict({"quantize": {"weight_bits": bits, "act_bits": bits}})
-    out = work / f"w{bits}a{bits}"
+    out = work / f"{model}_w{bits}a{bits}"
     t = time.perf_counter()
-    build(MODEL, out, cfg, calib=CALIB, force=True)
+    build(MODELS[model], out, cfg, calib=CALIB, force=True)
     build_s = time.perf_counter() - t
     b = load_build(out)
     from hwgen.frontend import import_onnx
@@ -57,8 +60,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=1000)
     ap.add_argument("--bits", type=int, action="append")
+    ap.add_argument("--model", choices=sorted(MODELS), action="append")
+    ap.add_argument("--no-rtl", action="store_true", help="C simulation only")
+    ap.add_argument("--name", default="verify_mnist", help="results file stem")
     args = ap.parse_args()
     bits = args.bits or [8, 4]
+    models = args.model or ["lenet300"]
     x, y = load_mnist("test")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
