@@ -43,10 +43,11 @@ def run(
     from hwgen.frontend import import_onnx
     from hwgen.passes.canonicalize import canonicalize
 
-    float_graph = canonicalize(import_onnx(MODEL)).graph
+    float_graph = canonicalize(import_onnx(MODELS[model])).graph
     acc = accuracy(float_graph, b.graph, x_test, y_test, "mnist test (10k)")
-    sec = run_verify(b, csim=True, rtl=True, n=images, data=data, backpressure="random", seed=1)
+    sec = run_verify(b, csim=True, rtl=rtl, n=images, data=data, backpressure="random", seed=1)
     return {
+        "model": model,
         "bits": bits,
         "build_seconds": round(build_s, 2),
         "accuracy": acc,
@@ -71,21 +72,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "test.npz"
         save_npz(data, x[: args.images], y[: args.images])
-        for b in bits:
-            rows.append(run(b, args.images, Path(tmp), x, y, data))
+        for m in models:
+            for b in bits:
+                rows.append(run(m, b, args.images, Path(tmp), x, y, data, rtl=not args.no_rtl))
+                print(m, b, rows[-1]["accuracy"], flush=True)
     md = [
-        "| format | float top-1 | golden top-1 | csim mismatches | RTL mismatches | RTL latency (measured / model) |",
-        "|---|---|---|---|---|---|",
+        "| model | format | float top-1 | golden top-1 | csim mismatches | RTL mismatches | latency RTL/model |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         v, a = r["verification"], r["accuracy"]
-        md.append(
-            f"| W{r['bits']}A{r['bits']} | {100 * a['float']:.2f}% | {100 * a['quantized']:.2f}% | "
-            f"{v['csim']['mismatches']}/{v['csim']['vectors']} ({v['csim']['mismatched_bits']} bits) | "
-            f"{v['rtl']['mismatches']}/{v['rtl']['vectors']} ({v['rtl']['mismatched_bits']} bits) | "
-            f"{v['rtl']['latency_cycles']} / {v['rtl']['latency_estimate']} cycles |"
+        rtl = None if args.no_rtl else v.get("rtl")
+        rtl_cells = (
+            f"{rtl['mismatches']}/{rtl['vectors']} ({rtl['mismatched_bits']} bits) | "
+            f"{rtl['latency_cycles']} / {rtl['latency_estimate']} cycles"
+            if rtl
+            else "not run | -"
         )
-    save("verify_mnist", {"provenance": provenance(seed=1), "rows": rows}, "\n".join(md) + "\n")
+        md.append(
+            f"| {r['model']} | W{r['bits']}A{r['bits']} | {100 * a['float']:.2f}% | {100 * a['quantized']:.2f}% | "
+            f"{v['csim']['mismatches']}/{v['csim']['vectors']} ({v['csim']['mismatched_bits']} bits) | {rtl_cells} |"
+        )
+    save(args.name, {"provenance": provenance(seed=1), "rows": rows}, "\n".join(md) + "\n")
 
 
 if __name__ == "__main__":
