@@ -242,6 +242,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("interrupted")
         return 130
+    except Exception as e:  # a bug in hwgen, not in the user's input: say so, keep it to one line
+        if args.debug:
+            raise
+        console.print(
+            f"[red]internal error[/]: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+            "(a bug in hwgen; rerun with --debug for the traceback and report it)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 1
 
 
 if __name__ == "__main__":
