@@ -100,19 +100,23 @@ class StreamBench:
         return v
 
     async def stream(self, first: int, stop: int, idle: str, backpressure: str, rng: random.Random) -> None:
-        """Send samples [first, stop) and collect their outputs."""
+        """Send samples [first, stop) and collect their outputs.
+
+        Returns once every input beat is sent and every output beat received: a design may emit
+        its last output before it takes its last input (inputs no window reads).
+        """
         d = self.dut
         src_on = _pattern(idle, SOURCE_PERIOD, rng)
         snk_on = _pattern(backpressure, SINK_PERIOD, rng)
         nxt, end = first * self.n_in, stop * self.n_in
         want = stop * self.n_out
         timeout = self.cfg["timeout_cycles"]
-        while len(self.outputs) < want:
+        while len(self.outputs) < want or nxt < end:
             n = self.cycle
             if n > timeout:
                 raise TimeoutError(
-                    f"no progress: {len(self.outputs)} of {want} output beats after {n} cycles "
-                    f"(timeout {timeout} = schedule latency/II x margin); the design may deadlock"
+                    f"no progress: {len(self.outputs)} of {want} output beats, {nxt} of {end} input beats after "
+                    f"{n} cycles (timeout {timeout} = schedule latency/II x margin); the design may deadlock"
                 )
             valid = 1 if nxt < end and src_on(n) else 0
             ready = 1 if snk_on(n) else 0

@@ -12,8 +12,9 @@ Conv engine (templates/rtl/conv.sv.j2). Windows in raster order; NF folds of TF 
 each, one tile per edge; P = hwgen.hw.timing.dense_pipeline(SIMD) (the dense datapath). Input
 pixel n (global index over samples) has C beats; done(n) is the edge of its last one.
 - WRITE: pixel n starts when pixel n-1 is done and the line buffer (B pixels) has room:
-  start(n) = max(done(n-1) + 1, E(w*-1) + 1), w* the first window whose first pixel is past
-  n - B (no constraint when that is window 0); done(n) = start(n) + C - 1.
+  start(n) = max(done(n-1) + 1, E(w*-1) + 1), w* the first window whose first kept pixel
+  (`conv_windows`) is past n - B (no constraint when that is window 0); its C beats follow one
+  per edge, each no earlier than offered (free-flowing: done(n) = start(n) + C - 1).
 - COMPUTE: fold g = (w, nf) issues its first tile at F_g = max(I_{g-1} + 1, L_{g-D} + 1,
   [nf = 0] done(last pixel of w) + 1) (D = output FIFO depth: credits), its last at
   I_g = F_g + TF - 1; window w ends at E(w) = I of its last fold.
@@ -25,18 +26,24 @@ for its input beat, a padding one does not. Grid position g = (row*GRID_W + col)
 leaves STAGES edges after its window's last position. With g0 / g1 the first / last real position
 and ge the last window's last position: latency = ge - g0 + STAGES, tail = ge - g1 + STAGES.
 
-Element-wise engines: `stages` registers between an input beat and its output beat.
+Element-wise engines: `stages` registers between an input beat and its output beat (add: aligned
+sum, round, clamp; concat: selected input, round, clamp; lut: table read; fork: none).
 
-Graph (`graph_latency`): streams carry (first beat, last beat) edges. An engine's last output is
-max(last input + tail, first input + latency): the first term when it keeps up with a slower
-producer, the second when it is the bottleneck (the bounded FIFOs and line buffers then pace its
-input). FIFOs between engines pass a beat through in the same cycle when empty.
+Graph (`graph_latency`): the edge each beat of each stream is offered is propagated through the
+engines in topological order (`engine_beats`: the same recurrences, fed with the input beats'
+offer edges instead of a free-flowing source); an engine takes a beat no earlier than offered.
+FIFOs between engines pass a beat through in the same cycle when empty, so a beat is offered to
+the reader at the edge its producer emits it. What is not modelled: a reader's back-pressure
+delaying its producer's later beats (the line buffer's look-ahead row keeps that rare); the RTL
+tests measure every whole design within 10 % (the designs in rtl_tests/test_cnn.py: exactly).
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+
+import numpy as np
 
 from hwgen.hw.plan import AddPlan, ConcatPlan, ConvPlan, DensePlan, EnginePlan, ForkPlan, LutPlan, PoolPlan
 from hwgen.hw.timing import EngineTiming, dense_pipeline, dense_timing
@@ -51,6 +58,8 @@ FORK_STAGES = 0  #: combinational broadcast
 POOL_STAGES = {"max": 3, "avg": 5}
 #: samples the conv recurrence runs to measure its steady-state interval
 _II_SAMPLES = 3
+#: an edge before anything happens (padding walked while the engine waited for its input)
+_NEVER = -(1 << 40)
 
 
 # -- conv --------------------------------------------------------------------------------------
@@ -75,8 +84,15 @@ def conv_cycles_per_pixel(p: ConvPlan) -> int:
 
 
 def conv_buffer_pixels(p: ConvPlan) -> int:
-    """Line-buffer pixels: KH-1 rows, the window's KW pixels, and one stride of look-ahead."""
-    return (p.kernel[0] - 1) * p.in_w + p.kernel[1] + p.stride[1]
+    """Line-buffer pixels: a window's KH-1 rows and KW pixels, plus SH rows of look-ahead.
+
+    The look-ahead lets the input of the next output row load while this row computes. Without
+    it (a buffer of exactly the window's span), a conv that is slower than its input within a
+    row but not over a row stalls its producer: in the LeNet-5 test design conv2 held conv1,
+    the bottleneck, back by 9 % of the whole latency.
+    """
+    (kh, kw), sh = p.kernel, p.stride[0]
+    return (kh - 1 + sh) * p.in_w + kw
 
 
 def conv_pipeline(p: ConvPlan) -> int:
@@ -97,17 +113,27 @@ def conv_out_fifo_depth(p: ConvPlan) -> int:
 
 
 def conv_windows(p: ConvPlan) -> list[tuple[int, int]]:
-    """(first, last) input pixel (row-major index) each window reads, padding taps excluded."""
+    """(first, last) input pixel (row-major index) of each window in raster order.
+
+    last: the last pixel the window reads (padding taps excluded). first: the first pixel this
+    window or any later one of the sample reads: the line buffer must keep it. It differs from
+    the window's own first pixel only in output rows whose next row starts at the same input row
+    (top padding), where the next row's first window starts left of this row's windows.
+    """
     (kh, kw), (sh, sw), (pt, pl) = p.kernel, p.stride, p.pads_begin
-    out = []
+    own = []
     for i in range(p.out_h):
         a = i * sh - pt
         r0, r1 = max(a, 0), min(a + kh - 1, p.in_h - 1)
         for j in range(p.out_w):
             b = j * sw - pl
             c0, c1 = max(b, 0), min(b + kw - 1, p.in_w - 1)
-            out.append((r0 * p.in_w + c0, r1 * p.in_w + c1))
-    return out
+            own.append((r0 * p.in_w + c0, r1 * p.in_w + c1))
+    out, keep = [], p.in_h * p.in_w
+    for first, last in reversed(own):
+        keep = min(keep, first)
+        out.append((keep, last))
+    return out[::-1]
 
 
 @dataclass(frozen=True)
@@ -118,14 +144,6 @@ class ConvRun:
     last_in: list[int]
     first_out: list[int]
     last_out: list[int]
-
-
-def conv_run(p: ConvPlan, samples: int = 1, last_beat_at: int | None = None) -> ConvRun:
-    """Evaluate the conv engine's recurrences for `samples` samples of free-flowing input.
-
-    last_beat_at: hold the last input beat of sample 0 back until this edge (for the tail).
-    """
-    return _conv_run(_conv_key(p), samples, last_beat_at)
 
 
 def _conv_key(p: ConvPlan) -> tuple:
@@ -142,31 +160,37 @@ def _conv_key(p: ConvPlan) -> tuple:
     )
 
 
-@functools.lru_cache(maxsize=256)
-def _conv_run(key: tuple, samples: int, last_beat_at: int | None) -> ConvRun:
+def _conv_recurrence(key: tuple, samples: int, offers: np.ndarray) -> tuple[ConvRun, np.ndarray]:
+    """The conv recurrences over `samples` samples whose input beat k is offered at offers[k].
+
+    Returns the per-sample edges and the edge each output beat is offered (a free sink takes it then).
+    """
     windows, pixels, c, buf, nf, tf, pe, pipe, depth = key
     nw = len(windows)
+    offer = offers.tolist()
     done: list[int] = []  # edge of each pixel's last beat (global pixel index)
+    starts: list[int] = []  # edge of each pixel's first beat
     ends: list[int] = []  # E(w): edge of each window's last tile (global window index)
     loads: list[int] = []  # L_g: edge the serializer loads fold g
     issue = -1  # edge of the last tile issued so far
     w_room = 0  # first window whose first pixel is past n - buf, for the pixel n being placed
+    beat = -1  # edge of the last input beat accepted
 
     def first_of(w: int) -> int:
         s, k = divmod(w, nw)
         return s * pixels + windows[k][0]
 
     def place(n: int) -> None:
-        nonlocal w_room
+        nonlocal w_room, beat
         while w_room < samples * nw and first_of(w_room) <= n - buf:
             w_room += 1
-        start = 0 if n == 0 else done[-1] + 1
-        if w_room > 0:
-            start = max(start, ends[w_room - 1] + 1)
-        end = start + c - 1
-        if last_beat_at is not None and n == pixels - 1:
-            end = max(end, last_beat_at)
-        done.append(end)
+        t = beat + 1 if w_room == 0 else max(beat + 1, ends[w_room - 1] + 1)
+        starts.append(max(t, offer[n * c]))
+        for k in range(n * c, (n + 1) * c):
+            t = max(t, offer[k])
+            beat = t
+            t += 1
+        done.append(beat)
 
     first_out: list[int] = []
     last_out: list[int] = []
@@ -191,10 +215,33 @@ def _conv_run(key: tuple, samples: int, last_beat_at: int | None) -> ConvRun:
             last_out.append(loads[-1] + pe)
     while len(done) < samples * pixels:  # input pixels no window reads still have to be accepted
         place(len(done))
-    # the first beat of pixel n is accepted at done(n) - (C - 1) unless the beat was held back
-    first_in = [done[s * pixels] - (c - 1) for s in range(samples)]
+    first_in = [starts[s * pixels] for s in range(samples)]
     last_in = [done[(s + 1) * pixels - 1] for s in range(samples)]
-    return ConvRun(first_in, last_in, first_out, last_out)
+    beats = (np.asarray(loads, dtype=np.int64)[:, None] + np.arange(1, pe + 1)).reshape(-1)
+    return ConvRun(first_in, last_in, first_out, last_out), beats
+
+
+@functools.lru_cache(maxsize=256)
+def _conv_free(key: tuple, samples: int, hold: int | None) -> ConvRun:
+    """The recurrences with a free-flowing source (optionally holding sample 0's last beat back)."""
+    _windows, pixels, c, *_ = key
+    offers = np.zeros(samples * pixels * c, dtype=np.int64)
+    if hold is not None:
+        offers[pixels * c - 1] = hold
+    return _conv_recurrence(key, samples, offers)[0]
+
+
+def conv_run(p: ConvPlan, samples: int = 1, last_beat_at: int | None = None) -> ConvRun:
+    """Evaluate the conv engine's recurrences for `samples` samples of free-flowing input.
+
+    last_beat_at: hold the last input beat of sample 0 back until this edge (for the tail).
+    """
+    return _conv_free(_conv_key(p), samples, last_beat_at)
+
+
+def conv_beats(p: ConvPlan, offers: np.ndarray) -> np.ndarray:
+    """Edges the output beats of one sample are offered, input beat k being offered at offers[k]."""
+    return _conv_recurrence(_conv_key(p), 1, np.asarray(offers, dtype=np.int64))[1]
 
 
 def conv_timing(p: ConvPlan) -> EngineTiming:
@@ -204,11 +251,14 @@ def conv_timing(p: ConvPlan) -> EngineTiming:
     hold = 4 * latency + 16 * (p.in_h * p.in_w * p.channels_in) + 1000
     held = conv_run(p, last_beat_at=hold)
     many = conv_run(p, samples=_II_SAMPLES)
+    # no window reads the last input pixel (trailing rows/columns no stride reaches): the last
+    # output does not wait for it, and the tail is the free-flowing one (negative)
+    tail = held.last_out[0] - hold if held.last_out[0] > hold else latency - one.last_in[0]
     return EngineTiming(
         latency=latency,
         ii=many.last_out[-1] - many.last_out[-2],
         first_out=one.first_out[0],
-        tail=held.last_out[0] - hold,
+        tail=tail,
     )
 
 
@@ -223,25 +273,91 @@ def pool_stages(p: PoolPlan) -> int:
     return POOL_STAGES[p.kind]
 
 
-def pool_timing(p: PoolPlan) -> EngineTiming:
+def _pool_positions(p: PoolPlan) -> tuple[np.ndarray, np.ndarray]:
+    """Grid positions (row*GRID_W + col)*C + ch of the input beats and of the outputs, in stream order."""
     (kh, kw), (sh, sw), (pt, pl) = p.kernel, p.stride, p.pads_begin
+    _gh, gw = pool_grid(p)
+    c = np.arange(p.channels)
+    rows, cols = np.arange(p.in_h) + pt, np.arange(p.in_w) + pl
+    real = ((rows[:, None, None] * gw + cols[None, :, None]) * p.channels + c).reshape(-1)
+    rows, cols = np.arange(p.out_h) * sh + kh - 1, np.arange(p.out_w) * sw + kw - 1
+    ends = ((rows[:, None, None] * gw + cols[None, :, None]) * p.channels + c).reshape(-1)
+    return real, ends
+
+
+def pool_timing(p: PoolPlan) -> EngineTiming:
+    real, ends = _pool_positions(p)
     gh, gw = pool_grid(p)
-    c = p.channels
-
-    def pos(row: int, col: int, ch: int) -> int:
-        return (row * gw + col) * c + ch
-
-    g0 = pos(pt, pl, 0)  # first real position
-    g1 = pos(pt + p.in_h - 1, pl + p.in_w - 1, c - 1)  # last real position
-    gf = pos(kh - 1, kw - 1, 0)  # the first output's last position
-    ge = pos((p.out_h - 1) * sh + kh - 1, (p.out_w - 1) * sw + kw - 1, c - 1)  # the last output's
+    g0, g1 = int(real[0]), int(real[-1])
     st = pool_stages(p)
-    return EngineTiming(latency=ge - g0 + st, ii=gh * gw * c, first_out=gf - g0 + st, tail=ge - g1 + st)
+    return EngineTiming(
+        latency=int(ends[-1]) - g0 + st,
+        ii=gh * gw * p.channels,
+        first_out=int(ends[0]) - g0 + st,
+        tail=int(ends[-1]) - g1 + st,
+    )
+
+
+def pool_beats(p: PoolPlan, offers: np.ndarray) -> np.ndarray:
+    """Edges the output beats of one sample are offered, input beat k being offered at offers[k].
+
+    One grid position per edge at most: a real one no earlier than its beat's offer, a padding
+    one at once (the padding before the first real position is walked while the engine idles).
+    """
+    real, ends = _pool_positions(p)
+    gh, gw = pool_grid(p)
+    t = np.full(gh * gw * p.channels, _NEVER, dtype=np.int64)
+    t[real] = offers
+    g = np.arange(t.size, dtype=np.int64)
+    t = np.maximum.accumulate(t - g) + g  # t[g] = max(offer[g], t[g-1] + 1)
+    return t[ends] + pool_stages(p)
 
 
 # -- element-wise ------------------------------------------------------------------------------
 def elementwise_timing(count: int, stages: int) -> EngineTiming:
     return EngineTiming(latency=count - 1 + stages, ii=count, first_out=stages, tail=stages)
+
+
+def _one_per_edge(offers: np.ndarray) -> np.ndarray:
+    """Edges beats are taken by an engine that takes one per edge: max(offer[k], taken[k-1] + 1)."""
+    k = np.arange(len(offers), dtype=np.int64)
+    return np.maximum.accumulate(np.asarray(offers, dtype=np.int64) - k) + k
+
+
+def dense_beats(p: DensePlan, offers: np.ndarray) -> np.ndarray:
+    """Edges the output beats of one vector are offered (hwgen.hw.timing's fold recurrence)."""
+    last_in = int(_one_per_edge(offers)[-1])
+    sf, nf, pe, pipe = p.sf, p.nf, p.pe, dense_pipeline(p.simd)
+    loads, prev = [], None
+    for f in range(nf):
+        ready = last_in + (f + 1) * sf + pipe
+        prev = ready if prev is None else max(ready, prev + pe)
+        loads.append(prev)
+    return (np.asarray(loads, dtype=np.int64)[:, None] + np.arange(1, pe + 1)).reshape(-1)
+
+
+def engine_beats(p: EnginePlan, offers: list[np.ndarray]) -> np.ndarray:
+    """Edges each output beat of one sample is offered, given when each input beat is offered.
+
+    A beat offered at edge t is taken at t or later, when the engine can take it; the output
+    streams are read by a free sink (a consumer's back-pressure on its producer is not modelled).
+    """
+    if isinstance(p, DensePlan):
+        return dense_beats(p, offers[0])
+    if isinstance(p, ConvPlan):
+        return conv_beats(p, offers[0])
+    if isinstance(p, PoolPlan):
+        return pool_beats(p, offers[0])
+    if isinstance(p, AddPlan):
+        return _one_per_edge(np.maximum(offers[0], offers[1])) + ADD_STAGES
+    if isinstance(p, LutPlan):
+        return _one_per_edge(offers[0]) + LUT_STAGES
+    if isinstance(p, ForkPlan):
+        return _one_per_edge(offers[0]) + FORK_STAGES
+    if isinstance(p, ConcatPlan):
+        merged = np.hstack([o.reshape(p.pixels, q.channels) for o, q in zip(offers, p.parts, strict=True)])
+        return _one_per_edge(merged.reshape(-1)) + CONCAT_STAGES
+    raise TypeError(f"no timing model for {type(p).__name__}")
 
 
 def engine_timing(p: EnginePlan) -> EngineTiming:
@@ -266,17 +382,13 @@ def engine_timing(p: EnginePlan) -> EngineTiming:
 def graph_latency(engines: list[EnginePlan], input_stream: str, input_count: int, output_stream: str) -> int:
     """First input beat -> last output beat of one sample through the dataflow graph.
 
-    Every stream carries the edges of its first and last beat; an engine's last output beat is
-    max(last input + tail, first input + latency) (see the module docstring), its first is its
-    first input plus its own first-output delay.
+    The source offers every input beat from edge 0 on (the first is taken at edge 0); each
+    engine turns the edges its input beats are offered into the edges its output beats are
+    (`engine_beats`), in topological order; the sink takes every beat when offered.
     """
-    first = {input_stream: 0}
-    last = {input_stream: input_count - 1}
+    offers = {input_stream: np.zeros(input_count, dtype=np.int64)}
     for p in engines:
-        t = engine_timing(p)
-        f_in = max(first[s] for s in p.inputs)
-        l_in = max(last[s] for s in p.inputs)
+        out = engine_beats(p, [offers[s] for s in p.inputs])
         for s in p.outputs:
-            first[s] = f_in + t.first_out
-            last[s] = max(l_in + t.tail, f_in + t.latency)
-    return last[output_stream]
+            offers[s] = out
+    return int(offers[output_stream][-1])

@@ -289,8 +289,8 @@ def _check_window_geometry(p: ConvPlan | PoolPlan) -> None:
         for i in range(n_out):
             if i * s - pad + k - 1 < 0 or i * s - pad > size - 1:
                 raise ScheduleError(
-                    f"{where}: window {axis} {i} covers padding only (pads {p.pads_begin}/{p.pads_end}, kernel {p.kernel}); "
-                    "no engine computes it: reduce the padding"
+                    f"{where}: window {axis} {i} covers padding only (pads {p.pads_begin}/{p.pads_end}, "
+                    f"kernel {p.kernel}); no engine computes it: reduce the padding"
                 )
 
 
@@ -310,7 +310,9 @@ def _check_conv(p: ConvPlan) -> None:
     if g < 1 or c % g or m % g:
         raise ScheduleError(f"{where}: {g} groups do not divide {c} input / {m} output channels")
     if m % p.pe or p.cg % p.simd:
-        raise ScheduleError(f"{where}: PE={p.pe} must divide {m} output channels and SIMD={p.simd} the {p.cg} per group")
+        raise ScheduleError(
+            f"{where}: PE={p.pe} must divide {m} output channels and SIMD={p.simd} the {p.cg} per group"
+        )
     if p.depthwise and p.simd != 1:
         raise ScheduleError(f"{where}: a depthwise conv has SIMD = 1, not {p.simd}")
     if g > 1 and not p.depthwise and p.mg % p.pe:
@@ -349,8 +351,21 @@ def conv_context(plan: ConvPlan, top: str, fifo_module: str) -> dict[str, Any]:
         folds_per_group, kbase_step = p.mg // pe, p.cg // simd
     else:
         folds_per_group, kbase_step = nf, 0
-    rows = [(max(i * sh - pt, 0) * w, min(i * sh - pt + kh - 1, h - 1) * w) for i in range(p.out_h)]
+    row_first = [max(i * sh - pt, 0) * w for i in range(p.out_h)]
+    rows = [
+        {
+            "first": row_first[i],
+            "last": min(i * sh - pt + kh - 1, h - 1) * w,
+            # the next output row starts at the same input row (top padding): the buffer keeps
+            # the row from column 0 on, for the next row's first window
+            "hold": int(i + 1 < p.out_h and row_first[i + 1] == row_first[i]),
+        }
+        for i in range(p.out_h)
+    ]
     cols = [(max(j * sw - pl, 0), min(j * sw - pl + kw - 1, w - 1)) for j in range(p.out_w)]
+    windows = [(r["first"] + (0 if r["hold"] else c0), r["last"] + c1) for r in rows for c0, c1 in cols]
+    if windows != et.conv_windows(p):
+        raise AssertionError(f"{_where(p)}: window tables disagree with engine_timing.conv_windows")  # internal
     pos_lo = min(-pt, -pl, 0)
     pos_hi = max(h, w, (p.out_h - 1) * sh - pt + kh - 1, (p.out_w - 1) * sw - pl + kw - 1)
     # [M, cg, kh, kw] -> [nf, kh, kw, sf, pe, simd]: ROM word ((nf*KH + u)*KW + v)*SF + sf, element p*SIMD + s
@@ -400,10 +415,10 @@ def conv_context(plan: ConvPlan, top: str, fifo_module: str) -> dict[str, Any]:
         "b0": -pl,
         "row_tables": rows,
         "col_tables": cols,
-        "span0": rows[0][1] + cols[0][1] - (rows[0][0] + cols[0][0]) + 1,
+        "span0": windows[0][1] - windows[0][0] + 1,
         "pos_w": signed_bits_for(pos_lo, pos_hi),
         "pix_w": value_bits(pixels),
-        "dist_w": signed_bits_for(-pixels, buf_pix),
+        "dist_w": max(signed_bits_for(-pixels, buf_pix), value_bits(pixels) + 1),
         "lane_cw": index_bits(lanes),
         "wp_cw": index_bits(cw),
         "oi_cw": index_bits(p.out_h),
@@ -428,6 +443,21 @@ def conv_context(plan: ConvPlan, top: str, fifo_module: str) -> dict[str, Any]:
         "fifo_module": fifo_module,
         "latency": t.latency,
         "ii": t.ii,
+        # the last value of each counter (its count - 1)
+        "last": {
+            "lanes": lanes - 1,
+            "cw": cw - 1,
+            "buf_words": words - 1,
+            "oimg_h": p.out_h - 1,
+            "oimg_w": p.out_w - 1,
+            "kh": kh - 1,
+            "kw": kw - 1,
+            "sf": sf - 1,
+            "nf": nf - 1,
+            "folds_per_group": folds_per_group - 1,
+            "w_depth": nf * tf - 1,
+            "pe": pe - 1,
+        },
     }
 
 
@@ -544,9 +574,12 @@ def pool_context(plan: PoolPlan, top: str) -> dict[str, Any]:
         "vb_w": index_bits(rv),
         "out_count": p.out_h * p.out_w * c,
         "oc_w": index_bits(p.out_h * p.out_w * c),
+        "h_ops_w": 2 * rh,
+        "v_ops_w": 2 * rv,
         "stages": et.pool_stages(p),
         "latency": t.latency,
         "ii": t.ii,
+        "last": {"grid_h": gh - 1, "grid_w": gw - 1, "channels": c - 1, "out_count": p.out_h * p.out_w * c - 1},
     }
 
 
@@ -568,7 +601,7 @@ def add_context(p: AddPlan, top: str) -> dict[str, Any]:
         )
     _check_clamp(p, p.requant, p.out)
     req_w = requant_width(p.sum.bits, p.requant.shift, p.out.bits)
-    t = engine_timing_of(p)
+    t = et.engine_timing(p)
     return {
         "module": f"{top}_{p.name}",
         "name": p.name,
@@ -589,6 +622,7 @@ def add_context(p: AddPlan, top: str) -> dict[str, Any]:
         "stages": et.ADD_STAGES,
         "latency": t.latency,
         "ii": t.ii,
+        "last": {"count": p.count - 1},
     }
 
 
@@ -619,7 +653,7 @@ def concat_context(p: ConcatPlan, top: str) -> dict[str, Any]:
             }
         )
     channels = sum(q.channels for q in p.parts)
-    t = engine_timing_of(p)
+    t = et.engine_timing(p)
     return {
         "module": f"{top}_{p.name}",
         "name": p.name,
@@ -639,6 +673,7 @@ def concat_context(p: ConcatPlan, top: str) -> dict[str, Any]:
         "stages": et.CONCAT_STAGES,
         "latency": t.latency,
         "ii": t.ii,
+        "last": {"n_parts": len(parts) - 1, "out_count": p.pixels * channels - 1},
     }
 
 
@@ -653,7 +688,7 @@ def lut_context(p: LutPlan, top: str) -> dict[str, Any]:
     if table.shape != (entries,):
         raise ScheduleError(f"{_where(p)}: the table has {table.shape} entries; a {p.inp} input needs {entries}")
     _check_fits("table", p, table, p.out)
-    t = engine_timing_of(p)
+    t = et.engine_timing(p)
     return {
         "module": f"{top}_{p.name}",
         "name": p.name,
@@ -672,6 +707,7 @@ def lut_context(p: LutPlan, top: str) -> dict[str, Any]:
         "stages": et.LUT_STAGES,
         "latency": t.latency,
         "ii": t.ii,
+        "last": {"count": p.count - 1},
     }
 
 
@@ -692,10 +728,6 @@ def fork_context(p: ForkPlan, top: str) -> dict[str, Any]:
         "elem": str(p.elem),
         "width": p.elem.bits,
     }
-
-
-def engine_timing_of(p: EnginePlan) -> timing.EngineTiming:
-    return et.engine_timing(p)
 
 
 # -- the graph ---------------------------------------------------------------------------------
@@ -828,7 +860,7 @@ def _sig(stream: str, side: str, what: str) -> str:
 
 def top_context(schedule: Schedule, fifo_module: str, fifo_bram_module: str | None = None) -> dict[str, Any]:
     """Everything top.sv.j2 prints: streams (ports, FIFOs, wires) and engine instances."""
-    producer, reader = _check_graph(schedule)
+    producer, _readers = _check_graph(schedule)
     i_name, o_name = schedule.input.name, schedule.output.name
     in_w, out_w = schedule.input.elem.bits, schedule.output.elem.bits
     streams = []

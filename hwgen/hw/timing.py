@@ -37,6 +37,9 @@ engine i+1 accepts its last input at the edge engine i emits its last output:
     chain latency = (K_0 - 1) + sum_i X_i.
 The chain's II is taken as the largest engine II (Schedule.ii); the RTL tests measure it equal
 on every chain they run, but coupling through the bounded buffers is not modelled beyond that.
+
+The CNN engines (conv, pool, add, fork, concat, lut) and general dataflow graphs are modelled in
+hwgen.hw.engine_timing, with the same conventions.
 """
 
 from __future__ import annotations
