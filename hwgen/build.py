@@ -100,11 +100,13 @@ def write_build(
 ) -> None:
     from hwgen.hw.hls_emit import emit_hls
     from hwgen.hw.rtl_emit import emit_rtl
+    from hwgen.hw.vendor import emit_vendor_scripts
 
     progress("emit HLS C++")
     emit_hls(sched, out_tmp / "hls", part=config.hardware.part, clock_mhz=config.hardware.clock_mhz)
     progress("emit Verilog")
     emit_rtl(sched, out_tmp / "rtl")
+    emit_vendor_scripts(sched, out_tmp, part=config.hardware.part, clock_mhz=config.hardware.clock_mhz)
     save_graph(qg, out_tmp / "ir")
     (out_tmp / "build.json").write_text(
         json.dumps({"top": sched.top, "config": _config_doc(config)}, indent=2, sort_keys=True) + "\n"

@@ -13,12 +13,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 from hwgen import __version__
 from hwgen.errors import HwgenError
+
+if TYPE_CHECKING:
+    from hwgen.hw.devices import Device
 
 console = Console(stderr=True)
 #: wide enough for the layer tables when stdout is a pipe or a CI log (rich defaults to 80 there)
@@ -153,24 +157,185 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+SYNTH_FLOWS = ("yosys-xilinx", "ecp5", "ice40", "vivado", "vitis")
+#: the device of a place-and-route flow when neither --device nor the build's part names one
+DEFAULT_DEVICE = {"ecp5": "lfe5u-85f", "ice40": "ice40hx8k"}
+_SYNTH_KEYS = ("utilization", "fmax_mhz", "latency_ns", "device", "clock_mhz", "timing_met", "critical_path")
+
+
+def _synth_device(flow: str, name: str | None, build_part: str) -> Device | None:
+    """The Device a flow targets: --device, else the build's part if it is of the flow's family."""
+    from hwgen.errors import ConfigError
+    from hwgen.hw.devices import get_device
+
+    family = {"ecp5": "ecp5", "ice40": "ice40"}.get(flow, "xilinx")
+    if name is not None:
+        dev = get_device(name)
+        if dev.family != family:
+            raise ConfigError(f"--device {name} is an {dev.family} part; --flow {flow} needs an {family} device")
+        return dev
+    try:
+        dev = get_device(build_part)
+    except ConfigError:
+        dev = None
+    if dev is not None and dev.family == family:
+        return dev
+    return get_device(DEFAULT_DEVICE[flow]) if flow in DEFAULT_DEVICE else None
+
+
+def _record_synth(report: dict, source: str, resources: dict, **fields: object) -> dict:
+    """report.json's hardware section after one synthesis flow: figures of earlier flows are cleared."""
+    hw = dict(report["hardware"])
+    for k in _SYNTH_KEYS:
+        hw.pop(k, None)
+    hw["resources"] = resources
+    hw["resources_source"] = source
+    hw.update({k: v for k, v in fields.items() if v is not None})
+    if hw.get("fmax_mhz"):
+        hw["latency_ns"] = round(hw["latency_cycles"] / hw["fmax_mhz"] * 1000.0, 1)
+    return {**report, "hardware": hw}
+
+
+def _utilization_table(title: str, util: dict) -> Table:
+    t = Table(title=title)
+    for col in ("resource", "used", "available", "%"):
+        t.add_column(col, justify="left" if col == "resource" else "right")
+    for res, u in util.items():
+        pct = "" if u["percent"] is None else f"{u['percent']:.1f}"
+        t.add_row(res, str(u["used"]), f"{u['available']:,}", pct)
+    return t
+
+
+def _utilization(resources: dict, device: Device | None) -> dict | None:
+    """Used / available / percent of each resource the device has (None without a device)."""
+    if device is None:
+        return None
+    cap = device.capacity()
+    return {
+        r: {"used": used, "available": cap[r], "percent": round(100.0 * used / cap[r], 2) if cap[r] else None}
+        for r, used in resources.items()
+        if r in cap and used is not None
+    }
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     from hwgen.build import load_build
-    from hwgen.hw.yosys_synth import synth_yosys
     from hwgen.report.summary import write_json
 
     b = load_build(Path(args.out))
-    with _progress("synthesizing with Yosys (synth_xilinx)") as step:
-        step("yosys")
-        res = synth_yosys(b.out_dir / "rtl", b.schedule.top, b.out_dir / "synth")
-    report = dict(b.report)
-    report["hardware"]["resources"] = {k: res[k] for k in ("LUT", "FF", "DSP", "BRAM")}
-    report["hardware"]["resources_source"] = "yosys synth_xilinx"
+    flow = args.flow
+    hw_cfg = b.config.hardware
+    clock = args.clock_mhz if args.clock_mhz is not None else hw_cfg.clock_mhz
+    if not clock > 0:
+        from hwgen.errors import ConfigError
+
+        raise ConfigError(f"--clock-mhz {clock}: the clock must be a positive number of MHz")
+    device = _synth_device(flow, args.device, hw_cfg.part)
+    top = b.schedule.top
+
+    if flow == "yosys-xilinx":
+        from hwgen.hw.yosys_synth import synth_yosys
+
+        with _progress("synthesizing with Yosys (synth_xilinx)") as step:
+            step("yosys")
+            res = synth_yosys(b.out_dir / "rtl", top, b.out_dir / "synth")
+        resources = {k: res[k] for k in ("LUT", "FF", "DSP", "BRAM")}
+        util = _utilization(resources, device)
+        report = _record_synth(
+            b.report, "yosys synth_xilinx", resources, utilization=util, device=device.name if device else None
+        )
+        write_json(b.out_dir / "report.json", report)
+        t = Table(title=f"{top}: Yosys synth_xilinx")
+        for k in ("LUT", "FF", "DSP", "BRAM"):
+            t.add_column(k)
+        t.add_row(*(str(res[k]) for k in ("LUT", "FF", "DSP", "BRAM")))
+        out.print(t)
+        if util and device is not None:
+            out.print(_utilization_table(f"against {device.name} ({device.part})", util))
+        return 0
+
+    if flow in ("ecp5", "ice40") and device is not None:  # _synth_device always finds one for these
+        from hwgen.hw.pnr import run_nextpnr
+
+        with _progress(f"place and route on {device.name} at {clock:g} MHz") as step:
+            step(f"yosys synth_{flow} + nextpnr-{flow}")
+            res = run_nextpnr(
+                b.out_dir / "rtl", top, device, clock, b.out_dir / "pnr" / device.name, router=args.router
+            )
+        report = _record_synth(
+            b.report,
+            f"nextpnr-{flow} {device.name} (yosys synth_{flow})",
+            res["resources"],
+            utilization=res["utilization"],
+            fmax_mhz=res["fmax_mhz"],
+            device=device.name,
+            clock_mhz=clock,
+            timing_met=res["timing_met"],
+            critical_path=res["critical_path"],
+        )
+        write_json(b.out_dir / "report.json", report)
+        out.print(_utilization_table(f"{top} on {device.name} (nextpnr-{flow})", res["utilization"]))
+        hw = report["hardware"]
+        if res["fmax_mhz"] is None:
+            out.print(f"no clocked path: timing met at {clock:g} MHz")
+        else:
+            verdict = "[green]met[/]" if res["timing_met"] else "[red]MISSED[/]"
+            out.print(
+                f"Fmax {res['fmax_mhz']:.1f} MHz (target {clock:g} MHz: {verdict}); latency "
+                f"{hw['latency_cycles']} cycles = {hw['latency_ns']:,} ns at Fmax; "
+                f"synth {res['seconds']['synth']:.1f} s, place and route {res['seconds']['pnr']:.1f} s"
+            )
+            cp = res["critical_path"]
+            if cp and not res["timing_met"]:
+                out.print(
+                    f"critical path {cp['delay_ns']} ns ({cp['logic_ns']} logic, {cp['routing_ns']} routing): "
+                    f"{cp['from']} -> {cp['to']}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+        return 0
+
+    # vivado / vitis: the scripts are in OUT already; run them where the tool is installed
+    from hwgen.hw.vendor import emit_vendor_scripts, run_vitis_hls, run_vivado, vendor_commands, vendor_tool
+
+    if flow == "vivado" and (args.device is not None or args.clock_mhz is not None):
+        part = device.part if device is not None else hw_cfg.part
+        emit_vendor_scripts(b.schedule, b.out_dir, part=part, clock_mhz=clock)
+        console.print(f"rewrote {b.out_dir / 'vivado'} for {part} at {clock:g} MHz")
+    if flow == "vitis" and (args.device is not None or args.clock_mhz is not None):
+        console.print(
+            "note: hls/run_hls.tcl keeps the build's part and clock; set [hardware] part / clock_mhz "
+            "in the build config and rebuild to change them"
+        )
+    if vendor_tool(flow) is None:
+        tool = "vivado" if flow == "vivado" else "vitis_hls"
+        out.print(f"{tool} is not on PATH; on a machine that has it, run:")
+        for cmd in vendor_commands(flow, b.out_dir):
+            out.print(f"  {cmd}", highlight=False, soft_wrap=True)
+        out.print(f"report.json was not updated (it still holds {b.report['hardware'].get('resources_source')}).")
+        return 0
+    with _progress(f"running {flow}") as step:
+        step(flow)
+        res = run_vivado(b.out_dir) if flow == "vivado" else run_vitis_hls(b.out_dir, top)
+    resources = res["resources"]
+    report = _record_synth(
+        b.report,
+        "vivado (post-route)" if flow == "vivado" else "vitis_hls csynth (estimate)",
+        resources,
+        utilization=_utilization(resources, device),
+        fmax_mhz=res["fmax_mhz"],
+        device=device.name if device else None,
+        clock_mhz=clock,
+        timing_met=res.get("timing_met"),
+    )
     write_json(b.out_dir / "report.json", report)
-    t = Table(title=f"{b.schedule.top}: Yosys synth_xilinx")
-    for k in ("LUT", "FF", "DSP", "BRAM"):
+    t = Table(title=f"{top}: {report['hardware']['resources_source']}")
+    for k in resources:
         t.add_column(k)
-    t.add_row(*(str(res[k]) for k in ("LUT", "FF", "DSP", "BRAM")))
+    t.add_row(*(str(v) for v in resources.values()))
     out.print(t)
+    if res["fmax_mhz"]:
+        out.print(f"Fmax {res['fmax_mhz']:.1f} MHz; latency {report['hardware']['latency_ns']:,} ns")
     return 0
 
 
@@ -213,8 +378,31 @@ def make_parser() -> argparse.ArgumentParser:
     )
     v.set_defaults(func=_cmd_verify)
 
-    s = sub.add_parser("synth", help="synthesize the Verilog with Yosys and record LUT/FF/DSP/BRAM")
+    s = sub.add_parser(
+        "synth", help="synthesize (and place and route) the design; record resources, Fmax and latency in ns"
+    )
     s.add_argument("out", help="a build directory")
+    s.add_argument(
+        "--flow",
+        choices=SYNTH_FLOWS,
+        default="yosys-xilinx",
+        help="yosys-xilinx: Yosys resource counts (default); ecp5/ice40: Yosys + nextpnr place and route "
+        "(utilization, Fmax); vivado/vitis: the vendor scripts in OUT (run if the tool is on PATH)",
+    )
+    s.add_argument(
+        "--device",
+        help="target device, e.g. lfe5u-85f, ice40up5k, xc7a35t (default: the build's part, else "
+        + ", ".join(f"{d} for {f}" for f, d in DEFAULT_DEVICE.items())
+        + ")",
+    )
+    s.add_argument("--clock-mhz", type=float, help="clock constraint in MHz (default: the build's clock_mhz)")
+    s.add_argument(
+        "--router",
+        choices=("router1", "router2"),
+        default="router1",
+        help="nextpnr router (ecp5/ice40): router1 (default) gives the better Fmax; router2 is much faster "
+        "on large, congested designs",
+    )
     s.set_defaults(func=_cmd_synth)
 
     r = sub.add_parser("report", help="print the summary of a build directory")

@@ -258,7 +258,7 @@ def test_chain_schedule() -> None:
     assert [p.name for p in s.layers] == ["a", "b"] and s.ii == max(a.ii, b.ii)
     # the streams chain the engines: input port -> a -> b -> output port
     assert s.layers[0].inputs == ("in",) and s.layers[0].outputs == s.layers[1].inputs
-    assert s.layers[1].outputs == ("out",) and [st.name for st in s.streams][0] == "in"
+    assert s.layers[1].outputs == ("out",) and s.streams[0].name == "in"
     assert s.latency == chain_latency([(8, 6, 2, 4), (6, 3, 3, 2)])
     assert s.latency >= max(a.latency, b.latency)
     assert len(s.model_hash) == 16
