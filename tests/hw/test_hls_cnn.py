@@ -28,7 +28,6 @@ from test_hls_emit import code_part
 
 from hwgen.build import LoadedBuild, build, load_build
 from hwgen.config import config_from_dict
-from hwgen.hw import rtl_emit
 from hwgen.hw.plan import AddPlan, ConcatPlan, ConvPlan, DensePlan, ForkPlan, LutPlan, PoolPlan, Schedule
 from hwgen.verify import run_verify
 
@@ -351,25 +350,6 @@ CASES: dict[str, Case] = {
 }
 
 
-def rtl_optional(real: Callable[[Schedule, Path], list[Path]]) -> Callable[[Schedule, Path], list[Path]]:
-    """Build's Verilog step, skipped for a CNN Schedule the RTL backend cannot emit yet.
-
-    The RTL backend is being extended to CNN engines in parallel; its refusals are not what these
-    tests check. MLP schedules, and CNNs once it handles them, go straight through.
-    """
-
-    def emit_rtl(schedule: Schedule, out_dir: Path) -> list[Path]:
-        try:
-            return real(schedule, out_dir)
-        except Exception as e:
-            if schedule.is_chain:
-                raise
-            log.warning("no Verilog for %s: %s: %s", schedule.top, type(e).__name__, e)
-            return []
-
-    return emit_rtl
-
-
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], LoadedBuild]:
     """Build each case once (calibrated on seeded random samples)."""
@@ -383,9 +363,7 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], LoadedBu
             calib = root / "calib.npz"
             x = np.random.default_rng(1).normal(0.0, 1.0, size=(64, *case.shape)).astype(np.float32)
             np.savez(calib, x=x)
-            with pytest.MonkeyPatch.context() as mp:
-                mp.setattr(rtl_emit, "emit_rtl", rtl_optional(rtl_emit.emit_rtl))
-                build(model, root / "build", config_from_dict(case.config), calib=calib)
+            build(model, root / "build", config_from_dict(case.config), calib=calib)
             done[name] = load_build(root / "build")
         return done[name]
 
