@@ -24,7 +24,6 @@ from hwgen.data import load_data
 from hwgen.errors import DataError, HwgenError
 from hwgen.frontend import import_onnx
 from hwgen.hw.lower import schedule_graph
-from hwgen.hw.names import legalize
 from hwgen.hw.plan import Schedule
 from hwgen.ir.graph import Graph
 from hwgen.ir.serialize import load_graph, save_graph
@@ -176,4 +175,4 @@ def load_build(out: Path) -> LoadedBuild:
     return LoadedBuild(out, graph, sched, config, read_json(out / "report.json"))
 
 
-__all__ = ["BuildResult", "LoadedBuild", "accuracy", "build", "compile_model", "legalize", "load_build"]
+__all__ = ["BuildResult", "LoadedBuild", "accuracy", "build", "compile_model", "load_build"]

@@ -36,10 +36,10 @@ from hwgen.hw.plan import (
     StreamPort,
 )
 from hwgen.hw.schedule import (
-    accumulator_range,
     chain_schedule,
     choose_folding,
     int_type_for,
+    mac_types,
     model_hash,
     plan_dense,
     product_type,
@@ -262,9 +262,7 @@ def _lower_dag(graph: Graph, config: BuildConfig, top: str | None) -> Schedule:
             pe, simd = _conv_folding(node, oc, c // groups, kh * kw, oh * ow, target, config)
             if groups > 1 and not (c // groups == 1 and oc // groups == 1) and (oc // groups) % pe:
                 pe = math.gcd(pe, oc // groups)
-            w_t = int_type_for(int(min(w.min(), 0)), int(max(w.max(), 0)))
-            w_t = w_t if w_t.signed else IntType(w_t.bits + 1, True)
-            lo, hi = _conv_acc_range(w, b, in_t)
+            w_t, b_t, acc_t = mac_types(w, b, in_t)
             plan = ConvPlan(
                 name=name(),
                 channels_in=c,
@@ -283,9 +281,9 @@ def _lower_dag(graph: Graph, config: BuildConfig, top: str | None) -> Schedule:
                 inp=in_t,
                 w=w_t,
                 prod=product_type(in_t, w_t),
-                acc=IntType(signed_bits_for(lo, hi), True),
+                acc=acc_t,
                 out=out_t,
-                bias=IntType(signed_bits_for(int(min(b.min(), 0)), int(max(b.max(), 0))), True),
+                bias=b_t,
                 requant=Requant(r.shift, r.rounding, r.lo, r.hi),
                 weights=w,
                 biases=b,
@@ -437,14 +435,6 @@ def _lower_dag(graph: Graph, config: BuildConfig, top: str | None) -> Schedule:
         ii=max(p.ii for p in engines),
         streams=tuple(streams.values()),
     )
-
-
-def _conv_acc_range(w: np.ndarray, b: np.ndarray, inp: IntType) -> tuple[int, int]:
-    """Exact accumulator extremes of a conv: per output channel, over any input codes (padding is 0)."""
-    flat = w.reshape(w.shape[0], -1)
-    lo, hi = accumulator_range(flat, b, inp)
-    # padding inserts zeros: a window may see fewer real inputs, which only narrows the range
-    return min(lo, int(b.min(initial=0))), max(hi, int(b.max(initial=0)))
 
 
 def _insert_forks(engines: list, streams: dict[str, Stream], taken: set[str]) -> tuple[list, dict[str, Stream]]:

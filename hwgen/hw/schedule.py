@@ -81,6 +81,20 @@ def choose_folding(in_features: int, out_features: int, reuse: int, where: str =
     return pe, simd
 
 
+def mac_types(weights: np.ndarray, biases: np.ndarray, inp: IntType) -> tuple[IntType, IntType, IntType]:
+    """(weight, bias, accumulator) types of a MAC layer (Dense or Conv) from its actual codes.
+
+    Weights are always signed in hardware. The accumulator holds every x @ w.T + b over input
+    codes in [inp.lo, inp.hi]; a conv's zero padding only removes terms, so its range is no wider.
+    """
+    flat = np.asarray(weights).reshape(len(weights), -1)
+    w_type = int_type_for(int(min(flat.min(), 0)), int(max(flat.max(), 0)))
+    w_type = w_type if w_type.signed else IntType(w_type.bits + 1, True)
+    b_type = IntType(signed_bits_for(int(min(biases.min(), 0)), int(max(biases.max(), 0))), True)
+    lo, hi = accumulator_range(flat, biases, inp)
+    return w_type, b_type, IntType(signed_bits_for(lo, hi), True)
+
+
 def plan_dense(
     name: str,
     source: str,
@@ -99,11 +113,7 @@ def plan_dense(
     m, k = weights.shape
     if k % simd or m % pe:
         raise ScheduleError(f"layer '{source}': PE={pe} must divide {m} outputs and SIMD={simd} must divide {k} inputs")
-    w_type = int_type_for(int(min(weights.min(), 0)), int(max(weights.max(), 0)))
-    w_type = w_type if w_type.signed else IntType(w_type.bits + 1, True)  # weights are always signed in hardware
-    b_type = IntType(signed_bits_for(int(min(biases.min(), 0)), int(max(biases.max(), 0))), True)
-    lo, hi = accumulator_range(weights, biases, inp)
-    acc = IntType(signed_bits_for(lo, hi), True)
+    w_type, b_type, acc = mac_types(weights, biases, inp)
     t = dense_timing(k, m, pe, simd)
     return DensePlan(
         name=name,
@@ -186,7 +196,7 @@ __all__ = [
     "choose_folding",
     "clog2",
     "int_type_for",
-    "legalize",
+    "mac_types",
     "model_hash",
     "plan_dense",
     "signed_bits_for",

@@ -21,6 +21,7 @@ from hwgen.ir.graph import Graph, Node, TensorType, Value
 from hwgen.numerics import FixedPoint, Overflow, Rounding
 from hwgen.passes.base import NodeRecord, PassResult
 from hwgen.passes.calibrate import Range, calibrate
+from hwgen.sim.exact import LUT_OPS
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,6 @@ PASS_THROUGH = (
     "AveragePool",
     "GlobalAveragePool",
 )
-#: element-wise functions computed as a lookup table indexed by the input code
-LUT_OPS = ("Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "LeakyRelu")
 #: the widest input code a lookup table may be indexed by
 LUT_MAX_INPUT_BITS = 16
 _FRAC_LIMIT = 64
