@@ -6,13 +6,13 @@
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from hwgen.errors import FormatError
+from hwgen.numerics.base import DyadicRange
 from hwgen.numerics.rounding import Overflow, Rounding, round_scaled, saturate
 
 
@@ -89,7 +89,21 @@ class FixedPoint:
     def min_value(self) -> float:
         return self.min_code * self.step
 
-    def encode(self, x: np.ndarray, *, rounding: Rounding, overflow: Overflow) -> np.ndarray:
+    def storage_bits(self, shape: tuple[int, ...]) -> int:
+        return self.bits * int(np.prod(shape, dtype=np.int64))
+
+    def dyadic_range(self) -> DyadicRange:
+        return DyadicRange(max(-self.min_code, self.max_code), -self.frac, -self.frac)
+
+    def all_codes(self) -> np.ndarray:
+        """Every code, ascending (= ascending value)."""
+        return np.arange(self.min_code, self.max_code + 1, dtype=np.int64)
+
+    def scaled(self, t: int) -> FixedPoint:
+        """The same format with every value multiplied by 2**t (t fewer fraction bits)."""
+        return FixedPoint(self.bits, self.frac - int(t), self.signed)
+
+    def encode(self, x: np.ndarray, *, rounding: Rounding, overflow: Overflow = Overflow.SATURATE) -> np.ndarray:
         """Quantize float values to int64 codes with the named rounding and overflow modes."""
         x = np.asarray(x, dtype=np.float64)
         if not np.all(np.isfinite(x)):
@@ -111,28 +125,22 @@ class FixedPoint:
             raise FormatError(f"{self.name}: values are not exactly representable")
         return codes.astype(np.int64)
 
-    def decode(self, codes: np.ndarray) -> tuple[np.ndarray, int]:
-        """Exact dyadic value of codes: (mantissa, exponent) with value = mantissa * 2**exponent."""
-        return np.asarray(codes), -self.frac
+    def decode(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact dyadic value of codes: (mantissa, exponent) int64 arrays with value = mantissa * 2**exponent."""
+        m = np.asarray(codes, dtype=np.int64)
+        return m, np.full(m.shape, -self.frac, dtype=np.int64)
 
     def to_float(self, codes: np.ndarray) -> np.ndarray:
         """float64 view of codes (exact while |code| < 2**53)."""
         return np.ldexp(np.asarray(codes, dtype=np.float64), -self.frac)
 
-    def quantize(self, x: np.ndarray, *, rounding: Rounding, overflow: Overflow) -> np.ndarray:
+    def quantize(self, x: np.ndarray, *, rounding: Rounding, overflow: Overflow = Overflow.SATURATE) -> np.ndarray:
         """Float values rounded onto this format's grid (fake quantization)."""
         return self.to_float(self.encode(x, rounding=rounding, overflow=overflow))
 
 
-_FIXED_RE = re.compile(r"^(u?)fixed<\s*(-?\d+)\s*,\s*(-?\d+)\s*>$")
-
-
 def parse_format(name: str) -> NumberFormat:
-    """Parse a canonical format name (`fixed<8,4>`, `ufixed<8,8>`, `float32`)."""
-    text = name.strip()
-    if text == "float32":
-        return Float32()
-    m = _FIXED_RE.match(text)
-    if m:
-        return FixedPoint(int(m.group(2)), int(m.group(3)), signed=not m.group(1))
-    raise FormatError(f"unknown number format {name!r}; expected e.g. 'fixed<8,4>', 'ufixed<8,8>' or 'float32'")
+    """Parse a canonical format name; see `hwgen.numerics.spec.parse_format` (kept here for old imports)."""
+    from hwgen.numerics.spec import parse_format as parse  # spec imports every family, fixed included
+
+    return parse(name)

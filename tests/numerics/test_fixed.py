@@ -75,7 +75,8 @@ def test_code_range_matches_bit_patterns(f: FixedPoint) -> None:
 def test_every_code_round_trips_and_is_monotonic(f: FixedPoint) -> None:
     codes = np.array(all_codes(f), dtype=np.int64)
     mant, exp = f.decode(codes)
-    exact = [Fraction(int(m)) * Fraction(2) ** exp for m in mant]
+    assert mant.shape == exp.shape == codes.shape  # one (m, e) pair per element
+    exact = [Fraction(int(m)) * Fraction(2) ** int(e) for m, e in zip(mant, exp, strict=True)]
     assert exact == [value_of(int(c), f) for c in codes]
     floats = f.to_float(codes)
     assert [Fraction(float(v)) for v in floats] == exact  # to_float is exact for small codes
