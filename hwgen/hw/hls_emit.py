@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from hwgen.errors import ConfigError, DataError, ScheduleError
-from hwgen.hw.names import legalize
+from hwgen.hw.names import comment_safe, legalize
 from hwgen.hw.plan import (
     AddPlan,
     ConcatPart,
@@ -49,6 +49,7 @@ from hwgen.hw.plan import (
     StreamPort,
 )
 from hwgen.hw.render import render
+from hwgen.hw.sparse import SparseDensePlan
 from hwgen.numerics import Rounding
 
 #: AMD Alveo U250 (UltraScale+ VU13P): a common data-center card
@@ -225,9 +226,29 @@ class LutSpelling:
         return self.rom.init
 
 
+@dataclass(frozen=True)
+class SparseSpelling:
+    """The sparse engine's types and ROMs: entries padded to the largest PE, [PES][...] each."""
+
+    in_t: str
+    w_t: str
+    prod_t: str
+    acc_t: str
+    out_t: str
+    depth: int  #: entries per PE ROM row (the largest PE's, at least 1)
+    max_col: int  #: the most entries one PE holds in one column (the inner loop's bound)
+    v_rom: Rom  #: [PES][depth] weight codes (0: padding)
+    z_rom: Rom  #: [PES][depth] relative row indices
+    p_rom: Rom  #: [PES][K+1] column pointers
+    b_rom: Rom  #: [PES][ROWS] biases of rows r*PES + pe
+    requant: RequantSpelling
+    summary: str  #: one line saying what the engine computes
+
+
 #: the engine kind each plan type is emitted as (templates/hls/<kind>.h.j2)
 ENGINES: dict[type, str] = {
     DensePlan: "dense",
+    SparseDensePlan: "sparse_dense",
     ConvPlan: "conv",
     PoolPlan: "pool",
     AddPlan: "add",
@@ -291,6 +312,44 @@ def dense_spelling(plan: DensePlan) -> DenseSpelling:
         w_rom=_rom(words, plan.w, where),
         b_rom=_rom(plan.biases.reshape(nf, pe), plan.bias, where),
         requant=requant_spelling(plan.requant, plan.acc, where),
+    )
+
+
+def sparse_spelling(plan: SparseDensePlan) -> SparseSpelling:
+    """ROM initialisers of the sparse engine (layout as hwgen.passes.encode_sparse documents)."""
+    where = _where(plan)
+    enc = plan.csc
+    depth = max(1, max(c.entries for c in enc.pe_columns))
+    vals = np.zeros((plan.pes, depth), dtype=np.int64)
+    zs = np.zeros((plan.pes, depth), dtype=np.int64)
+    for p, c in enumerate(enc.pe_columns):
+        vals[p, : c.entries] = c.values
+        zs[p, : c.entries] = c.zeros
+    ptrs = np.stack([c.col_ptr for c in enc.pe_columns])
+    bias = np.zeros((plan.pes, plan.rows), dtype=np.int64)
+    for p in range(plan.pes):
+        local = plan.biases[p :: plan.pes]
+        bias[p, : local.size] = local
+    z_t = IntType(max(1, plan.index_bits), False)
+    p_t = IntType(max(1, int(ptrs.max()).bit_length()), False)
+    return SparseSpelling(
+        in_t=ap_type(plan.inp),
+        w_t=ap_type(plan.w),
+        prod_t=ap_type(plan.prod),
+        acc_t=ap_type(plan.acc),
+        out_t=ap_type(plan.out),
+        depth=depth,
+        max_col=max(1, int(enc.counts().max(initial=0))),
+        v_rom=_rom(vals, plan.w, where),
+        z_rom=_rom(zs, z_t, where),
+        p_rom=_rom(ptrs, p_t, where),
+        b_rom=_rom(bias, plan.bias, where),
+        requant=requant_spelling(plan.requant, plan.acc, where),
+        summary=(
+            f"{plan.name} (ONNX '{comment_safe(plan.source)}'): sparse dense {plan.in_features}->{plan.out_features} "
+            f"PEs={plan.pes} index={plan.index_bits}b density={100 * plan.density:.1f}% "
+            f"entries={enc.entries} (padding {enc.padding}) acc={plan.acc}"
+        ),
     )
 
 
@@ -391,6 +450,8 @@ def spelling(plan: EnginePlan) -> object:
     """The template context of one engine beside its plan."""
     if isinstance(plan, DensePlan):
         return dense_spelling(plan)
+    if isinstance(plan, SparseDensePlan):
+        return sparse_spelling(plan)
     if isinstance(plan, ConvPlan):
         return conv_spelling(plan)
     if isinstance(plan, PoolPlan):
@@ -412,7 +473,7 @@ Port = tuple[IntType, int]  #: what an engine port carries per sample: element t
 
 def engine_ports(p: EnginePlan) -> tuple[list[Port], list[Port]]:
     """The (element type, count) of each input and output stream an engine reads and writes."""
-    if isinstance(p, DensePlan):
+    if isinstance(p, DensePlan | SparseDensePlan):
         return [(p.inp, p.in_features)], [(p.out, p.out_features)]
     if isinstance(p, ConvPlan):
         return [(p.inp, p.in_h * p.in_w * p.channels_in)], [(p.out, p.out_h * p.out_w * p.channels_out)]
@@ -467,7 +528,7 @@ def _check_engine(p: EnginePlan) -> None:
         raise ScheduleError(f"{where}: the HLS backend has no template for engine '{p.engine}' ({type(p).__name__})")
     ins, outs = engine_ports(p)
     types = [t for t, _ in ins + outs]
-    if isinstance(p, DensePlan | ConvPlan):
+    if isinstance(p, DensePlan | ConvPlan | SparseDensePlan):
         types += [p.w, p.prod, p.acc, p.bias]
     if isinstance(p, PoolPlan):
         types.append(p.acc)
@@ -480,6 +541,13 @@ def _check_engine(p: EnginePlan) -> None:
             raise ScheduleError(f"{where}: PE={p.pe} must divide {p.out_features} and SIMD={p.simd} {p.in_features}")
         if p.weights.shape != (p.out_features, p.in_features) or p.biases.shape != (p.out_features,):
             raise ScheduleError(f"{where}: weights {p.weights.shape} / biases {p.biases.shape} do not match the plan")
+    elif isinstance(p, SparseDensePlan):
+        from hwgen.passes.encode_sparse import decode_csc
+
+        if p.weights.shape != (p.out_features, p.in_features) or p.biases.shape != (p.out_features,):
+            raise ScheduleError(f"{where}: weights {p.weights.shape} / biases {p.biases.shape} do not match the plan")
+        if p.csc.pes != p.pes or not np.array_equal(decode_csc(p.csc), p.weights):
+            raise ScheduleError(f"{where}: the CSC encoding does not decode to the plan's weights; rebuild the plan")
     elif isinstance(p, ConvPlan):
         _check_window(p, where)
         if p.groups < 1 or p.channels_in % p.groups or p.channels_out % p.groups:
@@ -525,10 +593,10 @@ def _check_engine(p: EnginePlan) -> None:
         if size > 1 << MAX_LUT_BITS:
             raise ScheduleError(f"{where}: a {size}-entry table; the HLS backend takes at most 2^{MAX_LUT_BITS}")
         _check_rom(p.table, p.out, where, "table")
-    if isinstance(p, DensePlan | ConvPlan):
+    if isinstance(p, DensePlan | ConvPlan | SparseDensePlan):
         _check_rom(p.weights, p.w, where, "weights")
         _check_rom(p.biases, p.bias, where, "biases")
-    if isinstance(p, DensePlan | ConvPlan | AddPlan):
+    if isinstance(p, DensePlan | ConvPlan | AddPlan | SparseDensePlan):
         _check_requant(p.requant, p.out, where)
 
 

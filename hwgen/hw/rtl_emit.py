@@ -40,6 +40,7 @@ from hwgen.hw.plan import (
 )
 from hwgen.hw.render import render
 from hwgen.hw.schedule import signed_bits_for
+from hwgen.hw.sparse import SPARSE_OUT_FIFO_DEPTH, SparseDensePlan
 from hwgen.numerics import Rounding
 
 _LEGAL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -104,7 +105,7 @@ def _check_clamp(plan: EnginePlan, rq: Requant, out: IntType) -> None:
         )
 
 
-def _check_mac_types(plan: DensePlan | ConvPlan) -> None:
+def _check_mac_types(plan: DensePlan | ConvPlan | SparseDensePlan) -> None:
     if not plan.w.signed or not plan.acc.signed or not plan.bias.signed:
         raise ScheduleError(
             f"{_where(plan)}: weight, bias and accumulator types must be signed ({plan.w}, {plan.bias}, {plan.acc})"
@@ -271,6 +272,109 @@ def dense_context(plan: DensePlan, top: str, fifo_module: str) -> dict[str, Any]
         "fifo_module": fifo_module,
         "latency": t.latency,
         "ii": t.ii,
+    }
+
+
+# -- sparse dense (EIE) ------------------------------------------------------------------------
+def sparse_desc(p: SparseDensePlan) -> str:
+    return (
+        f"sparse dense {p.in_features}->{p.out_features} PEs={p.pes} index={p.index_bits}b "
+        f"density={100 * p.density:.1f}% entries={p.csc.entries} acc={p.acc}"
+    )
+
+
+def _check_sparse(plan: SparseDensePlan) -> None:
+    from hwgen.passes.encode_sparse import decode_csc
+
+    where = _where(plan)
+    m, k = plan.out_features, plan.in_features
+    if plan.weights.shape != (m, k) or plan.biases.shape != (m,):
+        raise ScheduleError(f"{where}: weights {plan.weights.shape} / biases {plan.biases.shape} do not match the plan")
+    if not 1 <= plan.pes <= m or plan.csc.pes != plan.pes or plan.csc.index_bits != plan.index_bits:
+        raise ScheduleError(f"{where}: {plan.pes} PEs / {plan.index_bits}-bit index disagree with its CSC encoding")
+    if not np.array_equal(decode_csc(plan.csc), plan.weights):
+        raise ScheduleError(f"{where}: the CSC encoding does not decode to the plan's weights; rebuild the plan")
+    _check_mac_types(plan)
+
+
+def sparse_context(plan: SparseDensePlan, top: str, fifo_module: str) -> dict[str, Any]:
+    """Everything sparse_dense.sv.j2 prints for one layer: widths, per-PE ROM words, bias constants."""
+    _check_sparse(plan)
+    enc = plan.csc
+    out_w = plan.out.bits
+    req_w = requant_width(plan.acc.bits, plan.requant.shift, out_w)
+    max_entries = max(c.entries for c in enc.pe_columns)
+    max_count = max(int(c.counts().max(initial=0)) for c in enc.pe_columns)
+    ea_w, cnt_w, z_w = value_bits(max_entries), value_bits(max_count), plan.index_bits
+    rows = plan.rows
+    blocks = []
+    for p, c in enumerate(enc.pe_columns):
+        ent = np.stack([c.values, c.zeros], axis=1) if c.entries else np.zeros((1, 2), dtype=np.int64)
+        # entry word {z, v}: v in the low W bits
+        ent_words = [
+            _hex((int(z) << plan.w.bits) | (int(v) & ((1 << plan.w.bits) - 1)), z_w + plan.w.bits) for v, z in ent
+        ]
+        col_words = [
+            _hex((int(c.col_ptr[j]) << cnt_w) | int(c.col_ptr[j + 1] - c.col_ptr[j]), ea_w + cnt_w)
+            for j in range(plan.in_features)
+        ]
+        bias = np.zeros(rows, dtype=np.int64)
+        local = plan.biases[p :: plan.pes]
+        bias[: local.size] = local
+        blocks.append(
+            {
+                "p": p,
+                "rows": enc.local_rows(p),
+                "entries": c.entries,
+                "padding": c.padding,
+                "depth": max(1, c.entries),
+                "ent_words": ent_words,
+                "col_words": col_words,
+                "bias_words": [_hex(int(b), plan.bias.bits) for b in bias],
+            }
+        )
+    return {
+        "module": f"{top}_{plan.name}",
+        "name": plan.name,
+        "source": plan.source,
+        "desc": sparse_desc(plan),
+        "k": plan.in_features,
+        "m": plan.out_features,
+        "pes": plan.pes,
+        "rows": rows,
+        "inp": str(plan.inp),
+        "w": str(plan.w),
+        "prod": str(plan.prod),
+        "acc": str(plan.acc),
+        "bias": str(plan.bias),
+        "out": str(plan.out),
+        "inp_signed": plan.inp.signed,
+        "inp_w": plan.inp.bits,
+        "x_w": plan.inp.bits + (0 if plan.inp.signed else 1),
+        "w_w": plan.w.bits,
+        "z_w": z_w,
+        "mul_w": plan.prod.bits + (0 if plan.prod.signed else 1),
+        "acc_w": plan.acc.bits,
+        "bias_w": plan.bias.bits,
+        "req_w": req_w,
+        "out_w": out_w,
+        "rq": _requant_context(plan.requant, req_w, out_w),
+        "j_w": index_bits(plan.in_features),
+        "qp_w": value_bits(plan.in_features),
+        "ea_w": ea_w,
+        "cnt_w": cnt_w,
+        "row_w": index_bits(rows),
+        "pe_w": index_bits(plan.pes),
+        "o_w": index_bits(plan.out_features),
+        "ent_w": z_w + plan.w.bits,
+        "col_w": ea_w + cnt_w,
+        "fifo_depth": SPARSE_OUT_FIFO_DEPTH,
+        "credit_w": value_bits(SPARSE_OUT_FIFO_DEPTH),
+        "pe_blocks": blocks,
+        "idle_terms": " & ".join(f"p{b['p']}_idle" for b in blocks),
+        "fifo_module": fifo_module,
+        "latency": plan.latency,
+        "ii": plan.ii,
     }
 
 
@@ -733,7 +837,7 @@ def fork_context(p: ForkPlan, top: str) -> dict[str, Any]:
 # -- the graph ---------------------------------------------------------------------------------
 def engine_io(p: EnginePlan) -> tuple[list[tuple[IntType, int]], list[tuple[IntType, int]]]:
     """(element type, elements per sample) of each input and each output of an engine, in port order."""
-    if isinstance(p, DensePlan):
+    if isinstance(p, DensePlan | SparseDensePlan):
         return [(p.inp, p.in_features)], [(p.out, p.out_features)]
     if isinstance(p, ConvPlan):
         return [(p.inp, p.in_h * p.in_w * p.channels_in)], [(p.out, p.out_h * p.out_w * p.channels_out)]
@@ -838,6 +942,8 @@ def _fifo_depth(schedule: Schedule, s: Stream) -> int:
 def engine_desc(p: EnginePlan) -> str:
     if isinstance(p, DensePlan):
         return dense_desc(p)
+    if isinstance(p, SparseDensePlan):
+        return sparse_desc(p)
     if isinstance(p, ConvPlan):
         return conv_desc(p)
     if isinstance(p, PoolPlan):
@@ -951,6 +1057,9 @@ def _engine_text(plan: EnginePlan, schedule: Schedule, design: dict[str, str], f
     if isinstance(plan, DensePlan):
         d = dense_context(plan, top, fifo_module)
         return d["module"], render("rtl/dense.sv.j2", design=design, d=d)
+    if isinstance(plan, SparseDensePlan):
+        sp = sparse_context(plan, top, fifo_module)
+        return sp["module"], render("rtl/sparse_dense.sv.j2", design=design, s=sp)
     if isinstance(plan, ConvPlan):
         c = conv_context(plan, top, fifo_module)
         return c["module"], render("rtl/conv.sv.j2", design=design, c=c)
@@ -1027,6 +1136,7 @@ __all__ = [
     "lut_context",
     "pool_context",
     "read_filelist",
+    "sparse_context",
     "stream_bits",
     "top_context",
 ]
