@@ -19,6 +19,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from hwgen.errors import HwgenError, ModelFileError, UnsupportedOpError
+from hwgen.frontend import qdq
 from hwgen.ir.graph import Graph, Node, TensorType, Value
 from hwgen.ir.ops import infer_shapes
 from hwgen.ir.windows import make_window
@@ -512,7 +513,13 @@ def import_onnx(model_or_path: onnx.ModelProto | str | Path, name: str | None = 
     if not g.inputs:
         raise ModelFileError(f"{path}: the model has no activation input")
 
+    quant = qdq.QdqState() if qdq.uses_quantization(model) else None
     for node in model.graph.node:
+        if quant is not None:
+            node = qdq.resolve(quant, ctx, node)
+            if qdq.handles(node, ctx):
+                qdq.convert(ctx, quant, node, {a.name: helper.get_attribute_value(a) for a in node.attribute})
+                continue
         if node.domain not in ("", "ai.onnx"):
             raise _unsupported(
                 ctx, node, f"domain {node.domain!r} is not supported", f"Supported ops: {', '.join(SUPPORTED_OPS)}."
@@ -545,13 +552,26 @@ def import_onnx(model_or_path: onnx.ModelProto | str | Path, name: str | None = 
         conv(ctx, node, attrs)
 
     for vi in model.graph.output:
-        if vi.name not in g.values:
+        if quant is not None and vi.name in quant.pending:
+            raise UnsupportedOpError(
+                f"{path}: graph output {vi.name!r} is the integer output of a QuantizeLinear; "
+                "end the model with a DequantizeLinear (float output)"
+            )
+        src = quant.alias.get(vi.name, vi.name) if quant is not None else vi.name
+        if src not in g.values:
             raise ModelFileError(f"{path}: graph output {vi.name!r} is never computed")
-        if g.values[vi.name].is_const:
+        if g.values[src].is_const:
             raise UnsupportedOpError(
                 f"{path}: graph output {vi.name!r} is a constant (it does not depend on the input)"
             )
+        if src != vi.name:
+            if src in g.inputs or src in g.outputs:
+                raise UnsupportedOpError(f"{path}: graph output {vi.name!r} only re-quantizes {src!r}")
+            qdq.rename_value(g, src, vi.name)
+            quant.act = {vi.name if k == src else k: v for k, v in quant.act.items()}  # type: ignore[union-attr]
         g.outputs.append(vi.name)
+    if quant is not None:
+        qdq.finish(g, quant)
     g.remove_unused()
     g.verify()
     log.info("imported %s: %d nodes, opset %d", path, len(g.nodes), opset)

@@ -104,6 +104,16 @@ def _conv(g: Graph, n: Node, shapes: list[Shape]) -> list[Shape]:
     return [(w[0], *out)]
 
 
+def _winograd_conv(g: Graph, n: Node, shapes: list[Shape]) -> list[Shape]:
+    """A Conv's shape rule, for the 3x3 stride-1 group-1 convolutions the Winograd pass rewrites."""
+    w = window_of(n)
+    if w.kernel != (3, 3) or w.strides != (1, 1) or w.dilations != (1, 1) or n.attrs.get("group", 1) != 1:
+        raise GraphError(f"{n.describe()}: WinogradConv needs a 3x3 kernel, stride 1, dilation 1 and group 1")
+    if n.attrs.get("tile") not in (2, 4):
+        raise GraphError(f"{n.describe()}: WinogradConv tile {n.attrs.get('tile')!r} is not 2 or 4")
+    return _conv(g, n, shapes)
+
+
 def _pool(g: Graph, n: Node, shapes: list[Shape]) -> list[Shape]:
     x = shapes[0]
     out = window_of(n).out_size(x[1:])
@@ -154,6 +164,7 @@ OPS: dict[str, OpSpec] = {
         OpSpec("Transpose", _transpose, "static per-sample permutation of axes"),
         OpSpec("Identity", _same, "pass-through (removed by canonicalization)"),
         OpSpec("Conv", _conv, "N-d convolution (any kernel, stride, padding, dilation, groups incl. depthwise)"),
+        OpSpec("WinogradConv", _winograd_conv, "3x3 stride-1 Conv computed as Winograd F(tile x tile, 3x3)"),
         OpSpec("MaxPool", _pool, "max over sliding windows"),
         OpSpec("AveragePool", _pool, "mean over sliding windows"),
         OpSpec("GlobalAveragePool", _global_pool, "mean over all spatial positions"),

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
-from hwgen.errors import GraphError, UnsupportedOpError
+from hwgen.errors import FormatError, GraphError, UnsupportedOpError
 from hwgen.ir.graph import Graph, Node
-from hwgen.numerics import FixedPoint, Overflow, Rounding
-from hwgen.sim import integer_kernels
+from hwgen.numerics import FixedPoint, NumberFormat, Overflow, Rounding, round_scaled
+from hwgen.sim import integer_kernels, winograd_kernels
 from hwgen.sim.reference import check_input, real_counts, windows
 
 #: element-wise functions computed as a lookup table over the input codes
@@ -30,6 +31,129 @@ class DenseRequant:
     rounding: Rounding
     lo: int
     hi: int
+
+
+@dataclass(frozen=True)
+class ScaledInt:
+    """Integer codes in [lo, hi] times a real scale: quantization imported from QDQ / QONNX.
+
+    value = code * scale[channel]. Codes are centred (the exporter's q - zero_point), so a zero
+    code is the value 0 (Conv zero padding, ReLU and max pooling act on codes unchanged) and an
+    asymmetric uint8 tensor becomes a signed range [-zp, 255 - zp]. Each scale is a float (a
+    float32 from the model, or an exact product of two): an exact dyadic rational, so decode
+    stays exact. `axis` is the array axis the per-channel scales run along (0 for weights and
+    bias; activations are per tensor).
+    """
+
+    bits: int  #: width of the two's-complement (or unsigned) container of [lo, hi]
+    signed: bool
+    lo: int  #: smallest code (the exporter's qmin - zero_point)
+    hi: int  #: largest code
+    scale: tuple[float, ...]  #: one scale, or one per channel along `axis`
+    axis: int = 0
+    zero_point: int = 0  #: the exporter's zero point (codes here are already centred)
+
+    def __post_init__(self) -> None:
+        if not self.scale or any(not math.isfinite(s) or s <= 0 for s in self.scale):
+            raise FormatError(f"scaled integer: scales must be finite and > 0, got {self.scale[:4]}")
+        if self.lo > self.hi:
+            raise FormatError(f"scaled integer: empty code range [{self.lo}, {self.hi}]")
+
+    @staticmethod
+    def for_range(lo: int, hi: int, scale: tuple[float, ...], axis: int = 0, zero_point: int = 0) -> ScaledInt:
+        """The narrowest container holding codes [lo, hi]."""
+        signed = lo < 0
+        need = max(int(hi).bit_length(), (-int(lo) - 1).bit_length() if lo < 0 else 0) + (1 if signed else 0)
+        return ScaledInt(max(need, 2 if signed else 1), signed, int(lo), int(hi), tuple(scale), axis, zero_point)
+
+    @property
+    def name(self) -> str:
+        s = f"{self.scale[0]:.9g}" if len(self.scale) == 1 else f"[{len(self.scale)}]@{self.axis}"
+        zp = f",zp={self.zero_point}" if self.zero_point else ""
+        return f"scaled<{self.lo}..{self.hi},s={s}{zp}>"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def min_code(self) -> int:
+        return self.lo
+
+    @property
+    def max_code(self) -> int:
+        return self.hi
+
+    @property
+    def per_tensor(self) -> bool:
+        return len(self.scale) == 1
+
+    def scales(self, ndim: int) -> np.ndarray:
+        """float64 scales shaped to broadcast against an array of rank `ndim`."""
+        s = np.asarray(self.scale, dtype=np.float64)
+        if self.per_tensor:
+            return s.reshape(())
+        shape = [1] * ndim
+        shape[self.axis] = len(self.scale)
+        return s.reshape(shape)
+
+    def to_float(self, codes: np.ndarray) -> np.ndarray:
+        """Exact float64 values (a <= 32-bit code times a float32 scale fits 53 bits)."""
+        c = np.asarray(codes)
+        return c.astype(np.float64) * self.scales(c.ndim)
+
+    def decode(self, codes: np.ndarray) -> tuple[np.ndarray, int]:
+        """Exact dyadic value: (mantissa, exponent) with value = mantissa * 2**exponent."""
+        c = np.asarray(codes)
+        pairs = [np.frexp(np.float64(s)) for s in self.scale]
+        exps = [int(e) - 53 for _, e in pairs]
+        e0 = min(exps)
+        mants = [int(np.ldexp(m, 53)) << (e - e0) for (m, _), e in zip(pairs, exps, strict=True)]
+        mm = np.asarray(mants, dtype=object)
+        if not self.per_tensor:
+            shape = [1] * c.ndim
+            shape[self.axis] = len(mants)
+            mm = mm.reshape(shape)
+        return c.astype(object) * (mm if not self.per_tensor else mants[0]), e0
+
+    def encode(self, x: np.ndarray, *, rounding: Rounding, overflow: Overflow) -> np.ndarray:
+        """Quantize as the exporters do: float32 x / scale, rounded by `rounding`, saturated.
+
+        onnxruntime's QuantizeLinear and qonnx's Quant both divide in float32 and round half to
+        even; the division is IEEE-correctly rounded, so numpy reproduces it bit for bit.
+        """
+        x = np.asarray(x, dtype=np.float32)
+        if not np.all(np.isfinite(x)):
+            raise FormatError(f"{self.name}: cannot encode NaN or infinity")
+        scaled = x / self.scales(x.ndim).astype(np.float32)
+        r = np.clip(round_scaled(scaled.astype(np.float64), rounding), -(2.0**62), 2.0**62).astype(np.int64)
+        if Overflow(overflow) is Overflow.SATURATE:
+            return np.clip(r, self.lo, self.hi)
+        raise FormatError(f"{self.name}: only saturation is defined for imported formats")
+
+    def encode_exact(self, x: np.ndarray) -> np.ndarray:
+        """Codes of values that are exactly code * scale; raises FormatError otherwise."""
+        x = np.asarray(x, dtype=np.float64)
+        codes = np.rint(x / self.scales(x.ndim))
+        if np.any(self.to_float(codes) != x) or np.any(codes < self.lo) or np.any(codes > self.hi):
+            raise FormatError(f"{self.name}: values are not exactly representable")
+        return codes.astype(np.int64)
+
+
+def value_format(graph: Graph, value: str) -> FixedPoint | ScaledInt:
+    """The quantized format of a value (fixed point or an imported scaled integer)."""
+    fmt = graph.value(value).type.format
+    if not isinstance(fmt, (FixedPoint, ScaledInt)):
+        raise GraphError(f"value {value!r} has format {fmt}, not a quantized format: quantize the graph first")
+    return fmt
+
+
+def format_scales(fmt: NumberFormat, ndim: int = 1) -> np.ndarray:
+    """Per-channel (or scalar) float64 scales of a quantized format; fixed point is 2**-frac."""
+    if isinstance(fmt, FixedPoint):
+        return np.asarray(math.ldexp(1.0, -fmt.frac))
+    if isinstance(fmt, ScaledInt):
+        return fmt.scales(ndim)
+    raise GraphError(f"format {fmt} has no scale")
 
 
 def fixed_format(graph: Graph, value: str) -> FixedPoint:
@@ -94,6 +218,9 @@ def encode_input(graph: Graph, x: np.ndarray, name: str | None = None) -> np.nda
     """Float samples -> input codes, with the graph's input rounding and saturation."""
     name = name or graph.inputs[0]
     x = check_input(graph, x, name)
+    if isinstance(graph.value(name).type.format, ScaledInt):
+        imported = graph.value(name).type.format
+        return imported.encode(x, rounding=Rounding.HALF_EVEN, overflow=Overflow.SATURATE)
     fmt = fixed_format(graph, name)
     rounding = Rounding(graph.meta.get("input_rounding", Rounding.HALF_EVEN))
     return fmt.encode(x, rounding=rounding, overflow=Overflow.SATURATE)
@@ -102,10 +229,24 @@ def encode_input(graph: Graph, x: np.ndarray, name: str | None = None) -> np.nda
 def _conv(graph: Graph, node: Node, x: np.ndarray) -> np.ndarray:
     w, b = dense_codes(graph, node)
     r = dense_requant(graph, node)
+    acc, out_shape = _conv_acc(node, x, w, b)
+    y = integer_kernels.requantize(acc, r.shift, r.rounding, r.lo, r.hi)  # [N*P, M]
+    return _conv_layout(y, out_shape)
+
+
+def _conv_layout(y: np.ndarray, out_shape: tuple[int, ...]) -> np.ndarray:
+    """[N*P, M] channel-last rows -> [N, M, *spatial]."""
+    n, m, *out_sp = out_shape
+    rank = len(out_sp)
+    return y.reshape(n, *out_sp, m).transpose(0, rank + 1, *range(1, rank + 1))
+
+
+def _conv_acc(node: Node, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Exact accumulators [N*P, M] of a convolution on codes, and the output shape [N, M, *spatial]."""
     win, _ = windows(x, node, 0)  # [N, C, *out, *k]; zero padding is code 0 (value 0)
     n, c = x.shape[:2]
     rank = x.ndim - 2
-    out_sp = win.shape[2 : 2 + rank]
+    out_sp = tuple(win.shape[2 : 2 + rank])
     groups = node.attrs.get("group", 1)
     cg, mg = c // groups, w.shape[0] // groups
     positions = int(np.prod(out_sp))
@@ -114,8 +255,167 @@ def _conv(graph: Graph, node: Node, x: np.ndarray) -> np.ndarray:
     wg = w.reshape(groups, mg, -1)
     acc = np.concatenate([integer_kernels.matmul_exact(win[gi], wg[gi]) for gi in range(groups)], axis=1)
     acc = acc + (b.astype(object) if acc.dtype == object else b)
-    y = integer_kernels.requantize(acc, r.shift, r.rounding, r.lo, r.hi)  # [N*P, M]
-    return y.reshape(n, *out_sp, w.shape[0]).transpose(0, rank + 1, *range(1, rank + 1))
+    return acc, (n, w.shape[0], *out_sp)
+
+
+# -- imported quantization: integer multiplier + shift requantization ---------------------------
+@dataclass(frozen=True)
+class ScaledRequant:
+    """acc -> output codes with an integer multiplier and shift per output channel.
+
+    out[c] = clamp(round((acc[c] * multiplier[c] + offset[c]) / 2**shift[c]), lo, hi) with the
+    named rounding (gemmlowp/TFLite's M = M0 * 2**-n); acc excludes the bias, which is `offset`
+    in units of 2**-shift output codes (an integer bias at the accumulator scale is exactly
+    bias * multiplier). One definition for sim.exact and the hardware plans.
+    """
+
+    multiplier: tuple[int, ...]
+    shift: tuple[int, ...]
+    offset: tuple[int, ...]
+    rounding: Rounding
+    lo: int
+    hi: int
+    #: "integer" (the exact multiply-shift above) or "float32": onnxruntime's float32 product then
+    #: half-even (integer_kernels.requantize_float32), chosen by node.attrs["requant_arith"]
+    arith: str = "integer"
+
+
+def is_fixed_node(graph: Graph, node: Node) -> bool:
+    """True when every quantized value a node touches is fixed point (the power-of-two datapath)."""
+    return all(isinstance(graph.value(v).type.format, FixedPoint) for v in (*node.inputs, *node.outputs) if v)
+
+
+def ratio_multipliers(in_scale: float, w_scales: np.ndarray, out_scales: np.ndarray) -> tuple[list[int], list[int]]:
+    """(M0, n) per channel for acc scale in*w over out.
+
+    The ratio is computed as onnxruntime's QLinearConv/QLinearMatMul compute it,
+    float32(float32(in * w) / out), and held exactly in REQUANT_MULTIPLIER_BITS bits; an output
+    whose scale is exactly the accumulator's gets (1, 0), no rounding at all.
+    """
+    w = np.asarray(w_scales, dtype=np.float64).reshape(-1)
+    out = np.broadcast_to(np.asarray(out_scales, dtype=np.float64).reshape(-1), w.shape)
+    ms, ns = [], []
+    for wc, oc in zip(w, out, strict=True):
+        if float(in_scale) * float(wc) == float(oc):
+            ms.append(1)
+            ns.append(0)
+            continue
+        real = np.float32(np.float32(in_scale) * np.float32(wc)) / np.float32(oc)
+        m0, n = integer_kernels.fixed_multiplier(float(real))
+        ms.append(m0)
+        ns.append(n)
+    return ms, ns
+
+
+def code_bounds(node: Node, out_fmt: FixedPoint | ScaledInt) -> tuple[int, int]:
+    """Output clamp [lo, hi] in codes of any quantized format: fused activation and saturation."""
+    if isinstance(out_fmt, FixedPoint):
+        return activation_bounds(node, out_fmt)
+    lo, hi = out_fmt.lo, out_fmt.hi
+    act = node.attrs.get("activation", "none")
+    if act == "relu":
+        lo = max(lo, 0)
+    elif act == "clip":
+        s = Fraction(float(format_scales(out_fmt)))
+        c_lo, c_hi = node.attrs["clip_lo"], node.attrs["clip_hi"]
+        if math.isfinite(c_lo):
+            lo = max(lo, math.ceil(Fraction(c_lo) / s))
+        if math.isfinite(c_hi):
+            hi = min(hi, math.floor(Fraction(c_hi) / s))
+        hi = max(hi, lo)
+    return lo, hi
+
+
+def _per_tensor_scale(graph: Graph, node: Node, value: str) -> float:
+    s = np.asarray(format_scales(value_format(graph, value))).reshape(-1)
+    if s.size != 1:
+        raise UnsupportedOpError(f"{node.describe()}: value {value!r} has per-channel scales; only weights may")
+    return float(s[0])
+
+
+def scaled_requant(graph: Graph, node: Node) -> ScaledRequant:
+    """Multiplier, shift, rounding and clamp of a Dense/Conv/Affine with imported scales."""
+    sx = _per_tensor_scale(graph, node, node.inputs[0])
+    w_fmt = value_format(graph, node.inputs[1])
+    out_fmt = value_format(graph, node.outputs[0])
+    n_out = int(graph.value(node.outputs[0]).type.shape[0 if node.op == "Conv" else -1])
+    sw = np.broadcast_to(np.asarray(format_scales(w_fmt, 1), dtype=np.float64).reshape(-1), (n_out,))
+    so = np.asarray(format_scales(out_fmt, 1), dtype=np.float64).reshape(-1)
+    ms, ns = ratio_multipliers(sx, sw, so)
+    lo, hi = code_bounds(node, out_fmt)
+    offsets = _bias_offsets(graph, node, ms, ns, np.broadcast_to(so, (n_out,)))
+    arith = str(node.attrs.get("requant_arith", "integer"))
+    return ScaledRequant(tuple(ms), tuple(ns), offsets, Rounding(node.attrs["rounding"]), lo, hi, arith)
+
+
+def _bias_offsets(graph: Graph, node: Node, ms: list[int], ns: list[int], out_scales: np.ndarray) -> tuple[int, ...]:
+    """The bias in units of 2**-n output codes: codes * M0 for an integer bias at the accumulator
+    scale; for a float bias (left unquantized by its exporter) round_half_even(b / s_out * 2**n)."""
+    n_out = len(ms)
+    if len(node.inputs) < 3 or not node.inputs[2]:
+        return (0,) * n_out
+    bv = graph.value(node.inputs[2])
+    if isinstance(bv.type.format, (FixedPoint, ScaledInt)):
+        codes = np.broadcast_to(bv.type.format.encode_exact(bv.const).reshape(-1), (n_out,))
+        return tuple(int(c) * m for c, m in zip(codes, ms, strict=True))
+    b = np.broadcast_to(np.asarray(bv.const, dtype=np.float64).reshape(-1), (n_out,))
+    out: list[int] = []
+    for bc, n, so in zip(b, ns, out_scales, strict=True):
+        q = Fraction(float(bc)) * Fraction(2) ** int(n) / Fraction(float(so))
+        out.append(round(q))  # Fraction rounds half to even
+    return tuple(out)
+
+
+def mac_codes(graph: Graph, node: Node) -> tuple[np.ndarray, np.ndarray]:
+    """Weight codes [out, ...] and bias codes (accumulator units; zeros for a float bias)."""
+    w = value_format(graph, node.inputs[1]).encode_exact(graph.const(node.inputs[1]))
+    if len(node.inputs) > 2 and isinstance(graph.value(node.inputs[2]).type.format, (FixedPoint, ScaledInt)):
+        b = value_format(graph, node.inputs[2]).encode_exact(graph.const(node.inputs[2]))
+    else:
+        b = np.zeros(w.shape[0], dtype=np.int64)
+    return w, b
+
+
+def _mac_scaled(graph: Graph, node: Node, x: np.ndarray) -> np.ndarray:
+    w, b = mac_codes(graph, node)
+    r = scaled_requant(graph, node)
+    m, n, off = np.array(r.multiplier), np.array(r.shift), np.array(r.offset, dtype=object)
+    if r.arith == "float32":
+        if not isinstance(graph.value(node.inputs[2]).type.format, (FixedPoint, ScaledInt)):
+            raise UnsupportedOpError(f"{node.describe()}: float32 requantization needs an integer bias")
+
+        def requant(acc: np.ndarray) -> np.ndarray:
+            return integer_kernels.requantize_float32(acc, m, n, r.lo, r.hi)
+
+    else:
+        b = np.zeros(w.shape[0], dtype=np.int64)  # the bias enters as the requantization offset
+
+        def requant(acc: np.ndarray) -> np.ndarray:
+            return integer_kernels.requantize_scaled(acc, m, n, r.rounding, r.lo, r.hi, off)
+
+    if node.op == "Conv":
+        acc, out_shape = _conv_acc(node, x, w, b)
+        return _conv_layout(requant(acc), out_shape)
+    acc = integer_kernels.matmul_exact(x.reshape(-1, x.shape[-1]), w)
+    acc = acc + (b.astype(object) if acc.dtype == object else b)
+    return requant(acc).reshape((*x.shape[:-1], w.shape[0]))
+
+
+def _affine_scaled(graph: Graph, node: Node, x: np.ndarray) -> np.ndarray:
+    """Element-wise requantization x * m + a with a per-tensor constant scale m (imported rescale)."""
+    m = value_format(graph, node.inputs[1]).encode_exact(graph.const(node.inputs[1]))
+    a = value_format(graph, node.inputs[2]).encode_exact(graph.const(node.inputs[2]))
+    if m.size != 1 or a.size != 1:
+        raise UnsupportedOpError(f"{node.describe()}: an imported rescale needs a scalar scale and offset")
+    sx = _per_tensor_scale(graph, node, node.inputs[0])
+    sm = float(np.asarray(format_scales(value_format(graph, node.inputs[1]))).reshape(-1)[0])
+    out_fmt = value_format(graph, node.outputs[0])
+    (m0,), (n,) = ratio_multipliers(sx, np.array([sm]), np.asarray(format_scales(out_fmt)))
+    lo, hi = code_bounds(node, out_fmt)
+    acc = x.astype(np.int64) * int(m.reshape(())) + int(a.reshape(()))
+    flat = acc.reshape(-1, 1)
+    y = integer_kernels.requantize_scaled(flat, m0, n, Rounding(node.attrs["rounding"]), lo, hi)
+    return y.reshape(x.shape)
 
 
 def _avgpool(graph: Graph, node: Node, x: np.ndarray) -> np.ndarray:
@@ -221,6 +521,8 @@ def run_codes(graph: Graph, codes: np.ndarray, keep: bool = False) -> dict[str, 
                 node.attrs.get("min", -math.inf), node.attrs.get("max", math.inf), fixed_format(graph, node.inputs[0])
             )
             y = np.clip(x, lo, hi)
+        elif op in ("Dense", "Conv", "Affine") and not is_fixed_node(graph, node):
+            y = _affine_scaled(graph, node, x) if op == "Affine" else _mac_scaled(graph, node, x)
         elif op == "Dense":
             w, b = dense_codes(graph, node)
             r = dense_requant(graph, node)
@@ -229,6 +531,8 @@ def run_codes(graph: Graph, codes: np.ndarray, keep: bool = False) -> dict[str, 
             y = y.reshape((*x.shape[:-1], w.shape[0]))
         elif op == "Conv":
             y = _conv(graph, node, x)
+        elif op == "WinogradConv":
+            y = winograd_kernels.exact_kernel(graph, node, x)
         elif op in ("MaxPool", "GlobalMaxPool"):
             y = _maxpool(graph, node, x)
         elif op in ("AveragePool", "GlobalAveragePool"):
@@ -259,4 +563,4 @@ def run(graph: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
 
 def decode_outputs(graph: Graph, codes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Output codes -> exact float values."""
-    return {k: fixed_format(graph, k).to_float(v) for k, v in codes.items()}
+    return {k: value_format(graph, k).to_float(v) for k, v in codes.items()}

@@ -81,3 +81,68 @@ def softmax(x: np.ndarray, axis: int, in_frac: int, in_bits: int, out_frac: int,
     num = e << (out_frac + 1)
     y = (num + s) // (2 * s)
     return np.minimum(y, hi).astype(np.int64)
+
+
+# -- integer multiplier + shift requantization (imported QDQ / QONNX scales) ------------------
+#: significant bits of a requantization multiplier M0: 24 holds any float32 ratio exactly
+REQUANT_MULTIPLIER_BITS = 24
+
+
+def fixed_multiplier(real: float, bits: int = REQUANT_MULTIPLIER_BITS) -> tuple[int, int]:
+    """(M0, n) with M0 * 2**-n = `real` rounded half-even to `bits` significant bits.
+
+    M0 lies in [2**(bits-1), 2**bits) (gemmlowp/TFLite's normalized multiplier), so a float32
+    ratio is held exactly for bits >= 24. `real` must be finite and >= 0; 0 gives (0, 0).
+    """
+    if not np.isfinite(real) or real < 0:
+        raise ValueError(f"requantization multiplier must be finite and >= 0, got {real!r}")
+    if real == 0:
+        return 0, 0
+    m, e = np.frexp(np.float64(real))  # real = m * 2**e, m in [0.5, 1)
+    m0 = round(float(np.ldexp(m, bits)))  # exact product; Python's round() is half-even
+    if m0 == 1 << bits:
+        m0, e = m0 >> 1, e + 1
+    return int(m0), int(bits - e)
+
+
+def requantize_scaled(
+    acc: np.ndarray,
+    multiplier: np.ndarray | int,
+    shift: np.ndarray | int,
+    rounding: Rounding,
+    lo: int,
+    hi: int,
+    offset: np.ndarray | int = 0,
+) -> np.ndarray:
+    """out = clamp(shift_round(acc * M0 + offset, n, rounding), lo, hi), per output channel (last axis).
+
+    `offset` is the bias in units of 2**-n output codes (added after the multiplier, so a float
+    bias keeps n fractional bits). The arithmetic is exact (int64 when provably safe, Python ints
+    beyond); M0, n and offset may differ per channel.
+    """
+    acc = np.asarray(acc)
+    m = np.broadcast_to(np.asarray(multiplier, dtype=np.int64), acc.shape[-1:] if acc.ndim else ())
+    n = np.broadcast_to(np.asarray(shift, dtype=np.int64), m.shape)
+    off = np.broadcast_to(np.asarray(offset, dtype=object), m.shape)
+    wide = acc.dtype == object or max(_bits_of(acc) + _bits_of(m), _bits_of(off)) + 1 > _INT64_SAFE_BITS
+    p = acc.astype(object) * m.astype(object) + off if wide else acc.astype(np.int64) * m + off.astype(np.int64)
+    out = np.empty(p.shape, dtype=object if wide else np.int64)
+    for s in np.unique(n):
+        cols = n == s
+        out[..., cols] = shift_round(p[..., cols], int(s), rounding)
+    return np.minimum(np.maximum(out, lo), hi).astype(np.int64)
+
+
+def requantize_float32(
+    acc: np.ndarray, multiplier: np.ndarray | int, shift: np.ndarray | int, lo: int, hi: int
+) -> np.ndarray:
+    """onnxruntime's requantization, reproduced bit for bit: float32(acc) * float32(M0 * 2**-n), then
+    round half to even and clamp (MlasRequantizeOutput). Differs from `requantize_scaled` (HALF_EVEN)
+    only where the float32 product rounds onto a tie the exact product is not on, or |acc| >= 2**24.
+    """
+    acc = np.asarray(acc)
+    m = np.broadcast_to(np.asarray(multiplier, dtype=np.int64), acc.shape[-1:])
+    n = np.broadcast_to(np.asarray(shift, dtype=np.int64), m.shape)
+    scale = np.ldexp(m.astype(np.float32), (-n).astype(np.int32)).astype(np.float32)  # exact: M0 < 2**24
+    prod = np.asarray(acc, dtype=np.float64).astype(np.float32) * scale  # int -> float32 rounds half-even
+    return np.clip(np.rint(prod).astype(np.float64), lo, hi).astype(np.int64)

@@ -12,6 +12,7 @@ import numpy as np
 from hwgen.errors import DataError, GraphError
 from hwgen.ir.graph import Graph, Node
 from hwgen.ir.ops import window_of
+from hwgen.sim import winograd_kernels
 
 Kernel = Callable[[Node, list[np.ndarray]], np.ndarray]
 
@@ -180,6 +181,7 @@ KERNELS: dict[str, Kernel] = {
     "Transpose": _transpose,
     "Identity": lambda n, xs: xs[0],
     "Conv": _conv,
+    "WinogradConv": winograd_kernels.reference_kernel,
     "MaxPool": _maxpool,
     "AveragePool": _avgpool,
     "GlobalAveragePool": lambda n, xs: xs[0].mean(axis=tuple(range(2, xs[0].ndim)), keepdims=True),
