@@ -23,13 +23,16 @@ from hwgen.config import BuildConfig
 from hwgen.data import load_data
 from hwgen.errors import DataError, HwgenError
 from hwgen.frontend import import_onnx
+from hwgen.hw.devices import get_device
 from hwgen.hw.lower import schedule_graph
 from hwgen.hw.plan import Schedule
+from hwgen.hw.winograd import ENGINE_TILE
 from hwgen.ir.graph import Graph
 from hwgen.ir.serialize import load_graph, save_graph
-from hwgen.passes.base import run_pipeline
+from hwgen.passes.base import PassResult, run_pipeline
 from hwgen.passes.canonicalize import canonicalize
 from hwgen.passes.quantize import quantize_fixed
+from hwgen.passes.winograd import winograd
 from hwgen.report.summary import build_report, read_json, write_json
 from hwgen.sim import exact, reference
 
@@ -71,6 +74,38 @@ def accuracy(float_graph: Graph, quant_graph: Graph, x: np.ndarray, y: np.ndarra
     }
 
 
+def _hardware_tile(request: str | None, where: str) -> int | None:
+    """The Winograd tile a hardware build applies for a config request (None: direct conv).
+
+    The engine implements F(2x2,3x3) only (hwgen.hw.winograd.ENGINE_TILE), so "auto" means that
+    tile, and "4" builds it too, with a warning: F(4x4,3x3) exists in the golden model only.
+    """
+    if request in (None, "off"):
+        return None
+    if request == "4":
+        log.warning(
+            '%s: winograd = "4": F(4x4,3x3) has no hardware engine yet; building F(2x2,3x3) '
+            '(set winograd = "2" to silence this)',
+            where,
+        )
+    return ENGINE_TILE
+
+
+def _winograd_step(qg: Graph, config: BuildConfig) -> PassResult | None:
+    """The Winograd rewrite of the quantized graph per `hardware.winograd` / `[layers.NAME] winograd`.
+
+    Runs after quantization: the integer Winograd datapath is exact, so the golden outputs do not change.
+    """
+    tiles = {}
+    for node in qg.nodes:
+        if node.op == "Conv":
+            request = config.layer(node.name, node.onnx_name).winograd or config.hardware.winograd
+            tiles[node.name] = _hardware_tile(request, node.describe())
+    if not any(tiles.values()):
+        return None
+    return winograd(qg, tile=ENGINE_TILE, layers=tiles)
+
+
 def compile_model(
     model: Path, config: BuildConfig, calib: Path | None, progress: Progress
 ) -> tuple[Graph, Graph, Schedule, dict[str, Any]]:
@@ -84,13 +119,19 @@ def compile_model(
     qres = quantize_fixed(g, x, config)
     records += qres.records
     qg = qres.graph
+    wres = _winograd_step(qg, config)
+    if wres is not None:
+        progress("winograd")
+        qg = wres.graph
+        records += wres.records
     acc = None
     if y is not None:
         progress("accuracy (float vs golden)")
         acc = accuracy(g, qg, x, y, Path(calib).name if calib else "")
     progress("schedule")
     sched = schedule_graph(qg, config, top=model.stem)
-    report = build_report(g, qg, sched, records, acc, str(model))
+    device = get_device(config.hardware.device) if config.hardware.device else None
+    report = build_report(g, qg, sched, records, acc, str(model), device)
     return g, qg, sched, report
 
 
@@ -126,8 +167,9 @@ def build(
     calib: Path | None = None,
     force: bool = False,
     progress: Progress = lambda step: None,
+    html: bool = False,
 ) -> BuildResult:
-    """Build `model` into `out` atomically (see module docstring)."""
+    """Build `model` into `out` atomically (see module docstring); `html` adds OUT/report.html."""
     t0 = time.perf_counter()
     if out.exists() and not force:
         raise HwgenError(f"{out}: already exists; pass --force to replace it")
@@ -136,6 +178,11 @@ def build(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         write_build(tmp, qg, sched, config, report, progress)
+        if html:
+            from hwgen.report.html import write_html_report
+
+            progress("write report.html")
+            write_html_report(tmp)
         if out.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             out.replace(trash / "old")

@@ -19,9 +19,12 @@ from rich.console import Console
 from rich.table import Table
 
 from hwgen import __version__
+from hwgen.compress import command as compress_command
 from hwgen.errors import HwgenError
+from hwgen.search import command as search_command
 
 if TYPE_CHECKING:
+    from hwgen.build import LoadedBuild
     from hwgen.hw.devices import Device
 
 console = Console(stderr=True)
@@ -51,9 +54,16 @@ def _progress(title: str) -> Iterator[object]:
 
 def _cmd_build(args: argparse.Namespace) -> int:
     from hwgen.build import build
-    from hwgen.config import load_config, with_overrides
+    from hwgen.config import load_config, with_hardware, with_overrides
 
     cfg = with_overrides(load_config(args.config), weight_bits=args.weight_bits, act_bits=args.act_bits)
+    cfg = with_hardware(cfg, device=args.device)
+    if args.device is not None:
+        from hwgen.hw.devices import get_device
+
+        dev = get_device(args.device)
+        if dev.family == "xilinx":  # the vendor scripts target the device's part
+            cfg = with_hardware(cfg, part=dev.part)
     with _progress(f"building {args.model}") as step:
         res = build(
             Path(args.model),
@@ -62,6 +72,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
             calib=args.calib and Path(args.calib),
             force=args.force,
             progress=step,
+            html=True,
         )
     _print_build(res.report)
     console.print(f"wrote {res.out_dir} in {res.seconds['total']:.2f} s")
@@ -218,6 +229,21 @@ def _utilization(resources: dict, device: Device | None) -> dict | None:
     }
 
 
+def _refuse_if_short(b: LoadedBuild, device: Device) -> None:
+    """Refuse a place and route that cannot fit, before minutes of synthesis: the multiplier and
+    block-RAM estimates are exact for the generated RTL (LUT/FF ones are rough and never refuse)."""
+    from hwgen.errors import ScheduleError
+    from hwgen.hw.resources import describe_short, estimate
+
+    short = [s for s in estimate(b.schedule).shortfalls(device) if s[0] in ("DSP", "BRAM")]
+    if short:
+        raise ScheduleError(
+            f"'{b.schedule.top}' in {b.out_dir} {describe_short(short, device)}, so it cannot be placed; "
+            f"rebuild it with `hwgen build MODEL -o {b.out_dir} --device {device.name} --force` to choose "
+            "foldings that fit, or choose a larger device"
+        )
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     from hwgen.build import load_build
     from hwgen.report.summary import write_json
@@ -256,6 +282,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
     if flow in ("ecp5", "ice40") and device is not None:  # _synth_device always finds one for these
         from hwgen.hw.pnr import run_nextpnr
+
+        _refuse_if_short(b, device)
 
         with _progress(f"place and route on {device.name} at {clock:g} MHz") as step:
             step(f"yosys synth_{flow} + nextpnr-{flow}")
@@ -341,7 +369,14 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from hwgen.build import load_build
+    from hwgen.report.html import run_from_args
 
+    if (html := run_from_args(args)) is not None:
+        console.print(f"wrote {html}")
+    if not (Path(args.out) / "build.json").is_file():  # a `hwgen compress` directory has only the HTML
+        if html is None:
+            raise HwgenError(f"{args.out}: not a build directory (no build.json); for a compress output use --html")
+        return 0
     _print_build(load_build(Path(args.out)).report)
     return 0
 
@@ -360,6 +395,11 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--calib", help="calibration data (.npz with x, optionally y for accuracy)")
     b.add_argument("--weight-bits", type=int, help="default weight width (overrides the config)")
     b.add_argument("--act-bits", type=int, help="default activation width (overrides the config)")
+    b.add_argument(
+        "--device",
+        help="choose foldings that fit this FPGA (e.g. lfe5u-85f, xc7a100t): fastest first; "
+        "a model that cannot fit is refused before anything is written",
+    )
     b.add_argument("--force", action="store_true", help="replace OUT if it exists")
     b.set_defaults(func=_cmd_build)
 
@@ -405,9 +445,13 @@ def make_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=_cmd_synth)
 
-    r = sub.add_parser("report", help="print the summary of a build directory")
-    r.add_argument("out", help="a build directory")
+    r = sub.add_parser("report", help="print the summary of a build directory; --html writes OUT/report.html")
+    r.add_argument("out", help="a build directory (or a `hwgen compress` output directory, with --html)")
+    r.add_argument("--html", action="store_true", help="also write OUT/report.html (tables and plots, one file)")
     r.set_defaults(func=_cmd_report)
+
+    compress_command.add_parser(sub)
+    search_command.add_parser(sub)
     return p
 
 

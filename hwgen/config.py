@@ -49,6 +49,10 @@ class QuantConfig:
     percentile: float = 99.99  #: for calibration = percentile
     rounding: Rounding = Rounding.HALF_EVEN  #: requantization rounding of every layer
     input_rounding: Rounding = Rounding.HALF_EVEN  #: how float inputs become codes
+    #: number format spec of every MAC layer's weights / outputs (hwgen.numerics.parse_format, e.g.
+    #: "minifloat<e4m3,bias=7,denorm>"); None = fixed point of weight_bits / act_bits
+    weight_format: str | None = None
+    act_format: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,12 @@ class HardwareConfig:
     target_ii: int = 0  #: cycles per sample each layer may take; 0 = the longest input vector
     clock_mhz: float = 200.0  #: clock constraint for the HLS/Vivado scripts
     part: str = "xcu250-figd2104-2L-e"  #: FPGA part for the vendor scripts
+    #: fit the foldings to this device (hwgen.hw.devices name, e.g. "lfe5u-85f"); "" = no device
+    device: str = ""
+    #: a Dense layer whose weight density is below this gets the sparse engine; 0 = never
+    sparse_threshold: float = 0.0
+    #: rewrite 3x3 stride-1 group-1 convolutions as Winograd: "off", "2" (F(2x2,3x3)), "4", "auto"
+    winograd: str = "off"
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,12 @@ class LayerConfig:
     weight_bits: int | None = None
     act_bits: int | None = None
     reuse: int | None = None  #: products per multiplier; None = from hardware.target_ii
+    engine: str | None = None  #: "dense" or "sparse" (EIE-style CSC engine); None = by sparse_threshold
+    pes: int | None = None  #: processing elements of a sparse engine
+    index_bits: int | None = None  #: relative-index width of a sparse engine's CSC encoding
+    winograd: str | None = None  #: per-layer override of hardware.winograd
+    weight_format: str | None = None  #: per-layer override of quantize.weight_format
+    act_format: str | None = None  #: per-layer override of quantize.act_format
 
 
 @dataclass(frozen=True)
@@ -126,9 +142,46 @@ def _check(obj: Any, where: str) -> None:
     v = getattr(obj, "clock_mhz", None)
     if v is not None and (not math.isfinite(v) or v <= 0):
         raise ConfigError(f"{where}.clock_mhz = {v}: must be positive (a finite number of MHz)")
+    v = getattr(obj, "device", None)
+    if v:
+        from hwgen.hw.devices import get_device
+
+        try:
+            get_device(v)
+        except ConfigError as e:  # it lists the known devices; say where the name came from
+            raise ConfigError(f"{where}.device: {e}") from None
     v = getattr(obj, "target_ii", None)
     if v is not None and v < 0:
         raise ConfigError(f"{where}.target_ii = {v}: must be >= 0")
+    _check_choice(obj, "engine", ("dense", "sparse"), where)
+    _check_choice(obj, "winograd", WINOGRAD_CHOICES, where)
+    v = getattr(obj, "pes", None)
+    if v is not None and v < 1:
+        raise ConfigError(f"{where}.pes = {v}: a sparse engine needs at least 1 processing element")
+    v = getattr(obj, "index_bits", None)
+    if v is not None and not 1 <= v <= 16:
+        raise ConfigError(f"{where}.index_bits = {v}: relative indices are 1..16 bits wide")
+    v = getattr(obj, "sparse_threshold", None)
+    if v is not None and not 0.0 <= v <= 1.0:
+        raise ConfigError(f"{where}.sparse_threshold = {v}: a weight density, between 0 and 1")
+    for name in ("weight_format", "act_format"):
+        v = getattr(obj, name, None)
+        if v is not None:
+            from hwgen.numerics import parse_format
+
+            try:
+                parse_format(v)
+            except Exception as e:  # FormatError / ValueError: say which key held the bad spec
+                raise ConfigError(f"{where}.{name} = {v!r}: {e}") from None
+
+
+WINOGRAD_CHOICES = ("off", "2", "4", "auto")
+
+
+def _check_choice(obj: Any, name: str, choices: tuple[str, ...], where: str) -> None:
+    v = getattr(obj, name, None)
+    if v is not None and v not in choices:
+        raise ConfigError(f"{where}.{name} = {v!r}: must be one of {list(choices)}")
 
 
 def config_from_dict(data: dict[str, Any], where: str = "config") -> BuildConfig:
@@ -167,3 +220,12 @@ def with_overrides(cfg: BuildConfig, **quant: Any) -> BuildConfig:
     current = {f.name: getattr(cfg.quantize, f.name) for f in fields(QuantConfig)}
     merged = {k: v for k, v in current.items() if v is not None} | quant
     return replace(cfg, quantize=_build(QuantConfig, merged, "command line"))
+
+
+def with_hardware(cfg: BuildConfig, **hardware: Any) -> BuildConfig:
+    """A copy with [hardware] keys replaced (CLI flags such as --device); None leaves a key as it is."""
+    hardware = {k: v for k, v in hardware.items() if v is not None}
+    if not hardware:
+        return cfg
+    current = {f.name: getattr(cfg.hardware, f.name) for f in fields(HardwareConfig)}
+    return replace(cfg, hardware=_build(HardwareConfig, current | hardware, "command line"))

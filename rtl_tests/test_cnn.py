@@ -61,6 +61,20 @@ def bits(n: int) -> Callable[[Schedule], bool]:
     return check
 
 
+def fits_device(name: str) -> Callable[[Schedule], bool]:
+    """The Schedule's estimated resources fit the device (multipliers are exact: one DSP each)."""
+
+    def check(s: Schedule) -> bool:
+        from hwgen.hw.devices import get_device
+        from hwgen.hw.resources import estimate
+
+        dev = get_device(name)
+        return not estimate(s).shortfalls(dev) and sum(getattr(p, "multipliers", 0) for p in s.layers) <= dev.dsp
+
+    check.__name__ = f"fits {name}"
+    return check
+
+
 W4A4 = {"quantize": {"weight_bits": 4, "act_bits": 4}}
 
 #: name -> (design, vectors, sink back-pressure of the samples after the first)
@@ -86,6 +100,17 @@ CASES: dict[str, tuple[Design, int, str]] = {
             (3, 8, 8),
             {"layers": {"/c1/Conv": {"reuse": 36}, "/c2/Conv": {"reuse": 6}}},
             covers=(folded_conv,),
+        ),
+        6,
+        "random",
+    ),
+    # foldings chosen by the scheduler to fit a device with 8 multipliers (iCE40 UP5K)
+    "plain_on_up5k": (
+        Design(
+            torch_onnx("Plain", (3, 8, 8)),
+            (3, 8, 8),
+            {"hardware": {"device": "ice40up5k"}},
+            covers=(fits_device("ice40up5k"), has(ConvPlan, kernel=(3, 3), pe=4, simd=1)),
         ),
         6,
         "random",

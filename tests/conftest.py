@@ -6,8 +6,15 @@ otherwise, so the same model runs in onnxruntime (the independent float oracle) 
 
 from __future__ import annotations
 
+import glob
 import itertools
-from collections.abc import Sequence
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -196,3 +203,99 @@ def mnist_test() -> tuple[np.ndarray, np.ndarray]:
 def mnist_calib() -> np.ndarray:
     with np.load(LENET_CALIB) as f:
         return f["x"]
+
+
+# -- a throwaway PostgreSQL server (tests marked `postgres`: `hwgen search` workers sharing a study) ---------
+# initdb into a temporary folder, pg_ctl start on a free TCP port (and a socket in that folder), stopped at
+# the end of the session. PostgreSQL refuses to run as root, so as root the server runs as the `postgres`
+# user. Skips when the server binaries are missing (.ci/run installs Debian `postgresql`).
+def _pg_bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    hits = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return hits[-1] if hits else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A postgresql:// URL of a fresh database on a private server."""
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not initdb or not pg_ctl:
+        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")
+    root = Path(tempfile.mkdtemp(prefix="hwgen_pg_"))
+    data = root / "data"
+    as_root = os.geteuid() == 0
+    user = "postgres" if as_root else os.environ.get("USER", "postgres")
+    prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
+    if as_root:
+        shutil.chown(root, "postgres")
+        os.chmod(root, 0o755)
+    port = _free_port()
+    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    init = [*prefix, initdb, "-D", str(data), "-A", "trust", "-U", user]
+    start = [*prefix, pg_ctl, "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start"]
+    if as_root and not os.stat("/dev/null").st_mode & 0o002:
+        # some containers ship /dev/null without write permission for other users, which initdb and
+        # the server need: give them a writable sink in a private mount namespace
+        sink = root / "null"
+        sink.touch(mode=0o666)
+        os.chmod(sink, 0o666)
+        script = f"mount --bind {shlex.quote(str(sink))} /dev/null && {shlex.join(init)} && {shlex.join(start)}"
+        subprocess.run(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c", script], check=True, capture_output=True, cwd=root
+        )
+    else:
+        subprocess.run(init, check=True, capture_output=True, cwd=root)
+        subprocess.run(start, check=True, capture_output=True, cwd=root)
+    try:
+        yield f"postgresql+psycopg2://{user}@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True, cwd=root)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_search_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A 3-layer MLP (fc0, fc1, fc2) and 400 labelled samples (labels: the float model's argmax)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from hwgen.frontend import import_onnx
+    from hwgen.sim import reference
+
+    d = tmp_path_factory.mktemp("tiny_search")
+    model = d / "mlp.onnx"
+    rng = np.random.default_rng(3)
+    nodes, inits, cur, sizes = [], [], "x", [16, 12, 8, 4]
+    for i, (k, m) in enumerate(itertools.pairwise(sizes)):
+        inits += [
+            numpy_helper.from_array((rng.standard_normal((m, k)) / np.sqrt(k)).astype(np.float32), f"w{i}"),
+            numpy_helper.from_array((0.1 * rng.standard_normal(m)).astype(np.float32), f"b{i}"),
+        ]
+        nodes.append(helper.make_node("Gemm", [cur, f"w{i}", f"b{i}"], [f"g{i}"], name=f"fc{i}", transB=1))
+        cur = f"g{i}"
+        if i < len(sizes) - 2:
+            nodes.append(helper.make_node("Relu", [cur], [f"r{i}"], name=f"act{i}"))
+            cur = f"r{i}"
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info(cur, TensorProto.FLOAT, ["N", 4])],
+        inits,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    x = np.random.default_rng(4).standard_normal((400, 16)).astype(np.float32)
+    g = import_onnx(model, name="mlp")
+    y = reference.run(g, x)[g.outputs[0]].reshape(len(x), -1).argmax(1)
+    data = d / "data.npz"
+    np.savez(data, x=x, y=y)
+    return model, data

@@ -18,9 +18,7 @@ CALIB = ROOT / "models" / "lenet300" / "mnist_calib.npz"
 
 
 def hwgen(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hwgen", *args], capture_output=True, text=True, cwd=cwd, timeout=600
-    )
+    return subprocess.run([sys.executable, "-m", "hwgen", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -123,3 +121,45 @@ def test_build_is_deterministic_and_complete(tmp_path: Path) -> None:
 def test_verify_requires_a_build_dir(tmp_path: Path) -> None:
     r = hwgen("verify", str(tmp_path))
     assert r.returncode == 2 and "build.json" in r.stderr
+
+
+def test_build_for_a_device_fits_it_and_records_the_estimate(tmp_path: Path) -> None:
+    import json
+
+    r = hwgen("build", str(MODEL), "-o", str(tmp_path / "o"), "--calib", str(CALIB), "--device", "lfe5u-85f")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "o" / "report.json").read_text())
+    est = rep["hardware"]["estimate"]
+    assert est["device"] == "lfe5u-85f" and est["fits"] is True
+    assert est["totals"]["DSP"] == rep["hardware"]["multipliers"] <= 156  # ECP5-85F: 156 MULT18X18D
+    assert est["totals"]["BRAM"] <= 208
+    assert sum(lay["resources"]["multipliers"] for lay in rep["layers"]) == est["totals"]["DSP"]
+    assert json.loads((tmp_path / "o" / "build.json").read_text())["config"]["hardware"]["device"] == "lfe5u-85f"
+
+
+def test_build_for_a_xilinx_device_targets_its_part(tmp_path: Path) -> None:
+    r = hwgen("build", str(small_mlp(tmp_path / "m.onnx")), "-o", str(tmp_path / "o"), "--device", "xc7a35t")
+    assert r.returncode == 0, r.stderr
+    assert "xc7a35tcpg236-1" in (tmp_path / "o" / "vivado" / "build.tcl").read_text()
+
+
+def test_build_too_big_for_the_device_is_refused_before_writing(tmp_path: Path) -> None:
+    r = hwgen("build", str(MODEL), "-o", str(tmp_path / "o"), "--calib", str(CALIB), "--device", "lfe5u-12f")
+    assert r.returncode == 2
+    line = r.stderr.replace("\n", " ")
+    assert "lfe5u-12f" in line and "DP16KD block RAMs, lfe5u-12f has 32:" in line and "short" in line
+    assert "What to do" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_format_layer_without_hardware_lowering_is_refused_by_name(tmp_path: Path) -> None:
+    """Non-fixed formats run in the golden model only: `build` names the layer and its formats, writes nothing."""
+    cfg = tmp_path / "fmt.toml"
+    cfg.write_text('[layers.fc2]\nweight_format = "minifloat<e4m3,bias=7,denorm>"\n')
+    out = tmp_path / "out"
+    r = hwgen("build", str(small_mlp(tmp_path / "m.onnx")), "-o", str(out), "--config", str(cfg))
+    text = r.stdout + r.stderr
+    assert r.returncode == 2, text
+    assert "ScheduleError" in text and "'fc2'" in text and "minifloat<e4m3" in text
+    assert "no hardware lowering" in text
+    assert not out.exists()

@@ -86,19 +86,19 @@ def test_layer_lookup_by_any_name() -> None:
     [
         (
             {"quantize": {"weight_bit": 4}},
-            r"\[quantize\]: unknown key\(s\) \['weight_bit'\]; allowed: \['act_bits', "
+            r"\[quantize\]: unknown key\(s\) \['weight_bit'\]; allowed: \['act_bits', 'act_format', "
             r"'calibration', 'input_bits', 'input_rounding', 'percentile', 'rounding', "
-            r"'weight_bits'\]",
+            r"'weight_bits', 'weight_format'\]",
         ),
         (
             {"hardware": {"clock": 1}},
-            r"\[hardware\]: unknown key\(s\) \['clock'\]; allowed: \['clock_mhz', 'part', "
-            r"'target_ii'\]",
+            r"\[hardware\]: unknown key\(s\) \['clock'\]; allowed: \['clock_mhz', 'device', 'part', "
+            r"'sparse_threshold', 'target_ii', 'winograd'\]",
         ),
         (
             {"layers": {"fc1": {"bits": 4}}},
-            r"\[layers\.fc1\]: unknown key\(s\) \['bits'\]; allowed: \['act_bits', "
-            r"'reuse', 'weight_bits'\]",
+            r"\[layers\.fc1\]: unknown key\(s\) \['bits'\]; allowed: \['act_bits', 'act_format', "
+            r"'engine', 'index_bits', 'pes', 'reuse', 'weight_bits', 'weight_format', 'winograd'\]",
         ),
         ({"quantise": {}}, r"unknown section\(s\) \['quantise'\]; allowed: \['hardware', 'layers', 'quantize'\]"),
         ({"layers": 3}, r"\[layers\] must be a table"),
@@ -208,3 +208,47 @@ def test_with_overrides_on_the_default_config() -> None:
     """input_bits = None (the default) survives an override of other keys (`hwgen build --weight-bits 4`)."""
     out = with_overrides(BuildConfig(), weight_bits=4, act_bits=6)
     assert (out.quantize.weight_bits, out.quantize.act_bits, out.quantize.input_bits) == (4, 6, None)
+
+
+def test_hardware_device_is_validated_and_overridable() -> None:
+    from hwgen.config import with_hardware
+
+    cfg = config_from_dict({"hardware": {"device": "85k"}})
+    assert cfg.hardware.device == "85k"
+    with pytest.raises(ConfigError, match=r"\[hardware\].*unknown device 'no-such-fpga'"):
+        config_from_dict({"hardware": {"device": "no-such-fpga"}})
+    again = with_hardware(cfg, device="xc7a35t", part=None)
+    assert (again.hardware.device, again.hardware.part) == ("xc7a35t", cfg.hardware.part)
+    assert with_hardware(cfg) is cfg
+    with pytest.raises(ConfigError, match="command line"):
+        with_hardware(cfg, device="no-such-fpga")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"layers": {"fc1": {"engine": "systolic"}}}, r"\[layers\.fc1\]\.engine = 'systolic': must be one of"),
+        ({"hardware": {"winograd": "3"}}, r"\[hardware\]\.winograd = '3': must be one of"),
+        ({"layers": {"fc1": {"pes": 0}}}, r"pes = 0: a sparse engine needs at least 1"),
+        ({"layers": {"fc1": {"index_bits": 40}}}, r"index_bits = 40: relative indices are 1\.\.16 bits"),
+        ({"hardware": {"sparse_threshold": 1.5}}, r"sparse_threshold = 1\.5: a weight density"),
+        ({"quantize": {"weight_format": "minifloat<e9m9>"}}, r"\[quantize\]\.weight_format = 'minifloat<e9m9>'"),
+    ],
+)
+def test_engine_and_format_keys_are_validated(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(data)
+
+
+def test_engine_and_format_keys_parse() -> None:
+    cfg = config_from_dict(
+        {
+            "quantize": {"weight_format": "minifloat<e4m3,bias=7,denorm>"},
+            "hardware": {"sparse_threshold": 0.25, "winograd": "auto"},
+            "layers": {"fc1": {"engine": "sparse", "pes": 4, "index_bits": 6, "act_format": "bfp<m7,e5,block=8>"}},
+        }
+    )
+    assert cfg.quantize.weight_format == "minifloat<e4m3,bias=7,denorm>"
+    assert (cfg.hardware.sparse_threshold, cfg.hardware.winograd) == (0.25, "auto")
+    fc1 = cfg.layer("fc1")
+    assert (fc1.engine, fc1.pes, fc1.index_bits, fc1.act_format) == ("sparse", 4, 6, "bfp<m7,e5,block=8>")

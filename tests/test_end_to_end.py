@@ -47,17 +47,34 @@ def test_w8a8_accuracy_within_half_point_on_10k(built) -> None:
 
 
 def test_report_keys(built) -> None:
-    _bits, b = built
+    bits, b = built
     r = b.report
     assert set(r["model"]) >= {"name", "params", "macs"}
     assert r["model"]["params"] == 784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10
     assert r["model"]["macs"] == 784 * 300 + 300 * 100 + 100 * 10
     for layer in r["layers"]:
-        assert set(layer) >= {"name", "op", "engine", "weight_format", "act_format", "params", "nonzeros",
-                              "weight_bits", "macs", "reuse", "latency_cycles"}
+        assert set(layer) >= {
+            "name",
+            "op",
+            "engine",
+            "weight_format",
+            "act_format",
+            "params",
+            "nonzeros",
+            "weight_bits",
+            "macs",
+            "reuse",
+            "latency_cycles",
+        }
     assert set(r["compression"]) == {"fp32_bytes", "compressed_bytes", "ratio"}
     assert set(r["hardware"]) >= {"latency_cycles", "ii_cycles", "resources", "resources_source"}
     assert set(r["hardware"]["resources"]) == {"LUT", "FF", "DSP", "BRAM"}
+    # the scheduler's resource estimate, per layer and in total (no device: no block-RAM count)
+    assert r["hardware"]["estimate"]["multipliers"] == r["hardware"]["multipliers"]
+    for layer in r["layers"]:
+        assert layer["resources"]["multipliers"] == layer["pe"] * layer["simd"]
+        # every weight at least `bits` wide (dense: one weight per MAC), plus the biases
+        assert layer["resources"]["rom_bits"] > layer["macs"] * bits
 
 
 def test_report_formats_follow_config(built) -> None:

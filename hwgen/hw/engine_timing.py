@@ -45,7 +45,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hwgen.hw.plan import AddPlan, ConcatPlan, ConvPlan, DensePlan, EnginePlan, ForkPlan, LutPlan, PoolPlan
+from hwgen.hw import sparse, winograd
+from hwgen.hw.plan import (
+    AddPlan,
+    ConcatPlan,
+    ConvPlan,
+    DensePlan,
+    EnginePlan,
+    ForkPlan,
+    LutPlan,
+    PoolPlan,
+    WinogradConvPlan,
+)
 from hwgen.hw.timing import EngineTiming, dense_pipeline, dense_timing
 
 #: register stages of the element-wise engines, input beat -> output register
@@ -357,6 +368,11 @@ def engine_beats(p: EnginePlan, offers: list[np.ndarray]) -> np.ndarray:
     if isinstance(p, ConcatPlan):
         merged = np.hstack([o.reshape(p.pixels, q.channels) for o, q in zip(offers, p.parts, strict=True)])
         return _one_per_edge(merged.reshape(-1)) + CONCAT_STAGES
+    if isinstance(p, WinogradConvPlan):
+        return winograd.winograd_beats(p, offers[0])
+    if isinstance(p, sparse.SparseDensePlan):
+        # the worst case: every input element non-zero (the real cycles depend on the activations)
+        return sparse.sparse_beats(p, offers[0], np.ones(p.in_features, dtype=np.int64))
     raise TypeError(f"no timing model for {type(p).__name__}")
 
 
@@ -376,6 +392,14 @@ def engine_timing(p: EnginePlan) -> EngineTiming:
         return elementwise_timing(p.count, FORK_STAGES)
     if isinstance(p, ConcatPlan):
         return elementwise_timing(p.pixels * sum(part.channels for part in p.parts), CONCAT_STAGES)
+    if isinstance(p, WinogradConvPlan):
+        return winograd.winograd_timing(p)
+    if isinstance(p, sparse.SparseDensePlan):
+        # worst case (all inputs non-zero, hwgen.hw.sparse): outputs leave one per edge after the drain
+        # starts, so the first is out_features - 1 edges before the last; inputs are taken one per edge
+        return EngineTiming(
+            latency=p.latency, ii=p.ii, first_out=p.latency - p.out_features + 1, tail=p.latency - p.in_features + 1
+        )
     raise TypeError(f"no timing model for {type(p).__name__}")
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from hwgen.errors import ConfigError, DataError, ScheduleError
+from hwgen.hw import winograd
 from hwgen.hw.names import comment_safe, legalize
 from hwgen.hw.plan import (
     AddPlan,
@@ -47,8 +48,10 @@ from hwgen.hw.plan import (
     Schedule,
     Stream,
     StreamPort,
+    WinogradConvPlan,
 )
 from hwgen.hw.render import render
+from hwgen.hw.schedule import signed_bits_for
 from hwgen.hw.sparse import SparseDensePlan
 from hwgen.numerics import Rounding
 
@@ -110,6 +113,8 @@ class RequantSpelling:
     half: str  #: literal 2**(shift-1), the rounding offset (shift > 0 only)
     lo: str  #: clamp bounds, literals
     hi: str
+    scaled: bool = False  #: imported scales: acc * RQ_M[c] + RQ_B[c] in `prod_t` comes first
+    prod_t: str = ""  #: the ap_int type holding acc * M0 + offset exactly (scaled only)
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,8 @@ class DenseSpelling:
     w_rom: Rom  #: word a = nf*SF + sf holds the PE x SIMD tile p-major
     b_rom: Rom  #: [nf][p] = bias of output nf*PE + p
     requant: RequantSpelling
+    m_rom: Rom | None = None  #: [nf][p] = requant multiplier M0 of output nf*PE + p (imported scales)
+    o_rom: Rom | None = None  #: [nf][p] = requant offset of output nf*PE + p, in 2**-shift output codes
 
     @property
     def weights(self) -> str:
@@ -165,6 +172,8 @@ class ConvSpelling:
     w_rom: Rom  #: word nf*SF + (u*kw + v)*CF + cf holds the PE x SIMD tile p-major
     b_rom: Rom  #: [nf][p] = bias of output channel nf*PE + p
     requant: RequantSpelling
+    m_rom: Rom | None = None  #: [nf][p] = requant multiplier M0 of output channel nf*PE + p (imported scales)
+    o_rom: Rom | None = None  #: [nf][p] = requant offset of output channel nf*PE + p
 
     @property
     def weights(self) -> str:
@@ -250,6 +259,7 @@ ENGINES: dict[type, str] = {
     DensePlan: "dense",
     SparseDensePlan: "sparse_dense",
     ConvPlan: "conv",
+    WinogradConvPlan: "winograd_conv",
     PoolPlan: "pool",
     AddPlan: "add",
     ForkPlan: "fork",
@@ -265,6 +275,10 @@ def _where(plan: EnginePlan) -> str:
 def requant_spelling(rq: Requant, acc: IntType, where: str) -> RequantSpelling:
     """The widths of the explicit rounding arithmetic, from the accumulator's width and the shift."""
     a = acc.bits + (0 if acc.signed else 1)  # a signed type holding every acc value
+    if rq.scaled:
+        if rq.prod_type is None:
+            raise ScheduleError(f"{where}: a requantization multiplier without a product type; rebuild the plan")
+        a = rq.prod_type.bits  # the shift-round reads acc * M0 + offset
     # right shift: one bit above max(acc, shift), so acc + 2**(shift-1) cannot overflow and the
     # shift stays below the width; left shift: room for the exact product acc * 2**-shift
     wide = max(a, rq.shift) + 1 if rq.shift > 0 else a - rq.shift
@@ -277,7 +291,20 @@ def requant_spelling(rq: Requant, acc: IntType, where: str) -> RequantSpelling:
         half=c_int(1 << (rq.shift - 1)) if rq.shift > 0 else "0",
         lo=c_int(rq.lo),
         hi=c_int(rq.hi),
+        scaled=rq.scaled,
+        prod_t=ap_type(rq.prod_type) if rq.prod_type is not None else "",
     )
+
+
+def requant_roms(rq: Requant, nf: int, pe: int, where: str) -> dict[str, Rom]:
+    """The per-channel multiplier and offset ROMs of a scaled requant ([nf][p], like the bias ROM); {} otherwise."""
+    if not rq.scaled:
+        return {}
+    m = np.array(rq.multiplier, dtype=np.int64)
+    o = np.array(rq.offset, dtype=np.int64)
+    m_t = IntType(max(1, int(m.max()).bit_length()), False)
+    o_t = IntType(signed_bits_for(int(min(o.min(), 0)), int(max(o.max(), 0))), True)
+    return {"m_rom": _rom(m.reshape(nf, pe), m_t, where), "o_rom": _rom(o.reshape(nf, pe), o_t, where)}
 
 
 def c_table(values: np.ndarray, indent: str) -> str:
@@ -312,6 +339,7 @@ def dense_spelling(plan: DensePlan) -> DenseSpelling:
         w_rom=_rom(words, plan.w, where),
         b_rom=_rom(plan.biases.reshape(nf, pe), plan.bias, where),
         requant=requant_spelling(plan.requant, plan.acc, where),
+        **requant_roms(plan.requant, nf, pe, where),
     )
 
 
@@ -385,6 +413,7 @@ def conv_spelling(plan: ConvPlan) -> ConvSpelling:
         w_rom=_rom(words, plan.w, where),
         b_rom=_rom(plan.biases.reshape(nf, pe), plan.bias, where),
         requant=requant_spelling(plan.requant, plan.acc, where),
+        **requant_roms(plan.requant, nf, pe, where),
     )
 
 
@@ -454,6 +483,8 @@ def spelling(plan: EnginePlan) -> object:
         return sparse_spelling(plan)
     if isinstance(plan, ConvPlan):
         return conv_spelling(plan)
+    if isinstance(plan, WinogradConvPlan):
+        return winograd.hls_spelling(plan)
     if isinstance(plan, PoolPlan):
         return pool_spelling(plan)
     if isinstance(plan, AddPlan):
@@ -475,7 +506,7 @@ def engine_ports(p: EnginePlan) -> tuple[list[Port], list[Port]]:
     """The (element type, count) of each input and output stream an engine reads and writes."""
     if isinstance(p, DensePlan | SparseDensePlan):
         return [(p.inp, p.in_features)], [(p.out, p.out_features)]
-    if isinstance(p, ConvPlan):
+    if isinstance(p, ConvPlan | WinogradConvPlan):
         return [(p.inp, p.in_h * p.in_w * p.channels_in)], [(p.out, p.out_h * p.out_w * p.channels_out)]
     if isinstance(p, PoolPlan):
         return [(p.inp, p.in_h * p.in_w * p.channels)], [(p.out, p.out_h * p.out_w * p.channels)]
@@ -548,6 +579,8 @@ def _check_engine(p: EnginePlan) -> None:
             raise ScheduleError(f"{where}: weights {p.weights.shape} / biases {p.biases.shape} do not match the plan")
         if p.csc.pes != p.pes or not np.array_equal(decode_csc(p.csc), p.weights):
             raise ScheduleError(f"{where}: the CSC encoding does not decode to the plan's weights; rebuild the plan")
+    elif isinstance(p, WinogradConvPlan):
+        winograd.check_plan(p)
     elif isinstance(p, ConvPlan):
         _check_window(p, where)
         if p.groups < 1 or p.channels_in % p.groups or p.channels_out % p.groups:
@@ -598,6 +631,10 @@ def _check_engine(p: EnginePlan) -> None:
         _check_rom(p.biases, p.bias, where, "biases")
     if isinstance(p, DensePlan | ConvPlan | AddPlan | SparseDensePlan):
         _check_requant(p.requant, p.out, where)
+        if p.requant.scaled and not isinstance(p, DensePlan | ConvPlan):
+            raise ScheduleError(f"{where}: only the dense and conv engines have a requantization multiplier")
+        if p.requant.scaled and len(p.requant.multiplier) != len(p.biases):
+            raise ScheduleError(f"{where}: {len(p.requant.multiplier)} multipliers for {len(p.biases)} outputs")
 
 
 def schedule_streams(schedule: Schedule) -> tuple[Stream, ...]:

@@ -19,6 +19,8 @@ import numpy as np
 
 from hwgen.config import BuildConfig
 from hwgen.errors import ScheduleError, UnsupportedOpError
+from hwgen.hw import winograd
+from hwgen.hw.devices import Device, get_device
 from hwgen.hw.names import legalize
 from hwgen.hw.plan import (
     AddPlan,
@@ -35,7 +37,9 @@ from hwgen.hw.plan import (
     Stream,
     StreamPort,
 )
+from hwgen.hw.resources import folding_cost, weight_banks
 from hwgen.hw.schedule import (
+    accumulator_range,
     chain_schedule,
     choose_folding,
     int_type_for,
@@ -44,12 +48,17 @@ from hwgen.hw.schedule import (
     plan_dense,
     product_type,
     signed_bits_for,
+    unify_shift,
     valid_foldings,
+    with_product_type,
 )
+from hwgen.hw.sparse import DEFAULT_INDEX_BITS, SparseDensePlan, plan_sparse_dense, replace_layers
 from hwgen.ir.graph import Graph, Node
 from hwgen.numerics import FixedPoint, Rounding
 from hwgen.passes.quantize import LUT_MAX_INPUT_BITS
-from hwgen.sim.exact import LUT_OPS, affine_codes, dense_codes, dense_requant, fixed_format
+from hwgen.sim import exact
+from hwgen.sim.exact import LUT_OPS, ScaledInt, affine_codes, dense_codes, dense_requant, fixed_format
+from hwgen.sim.winograd_kernels import tile_grid
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +66,124 @@ log = logging.getLogger(__name__)
 FREE_OPS = ("Flatten", "Reshape", "Identity")
 
 
-def code_type(fmt: FixedPoint) -> IntType:
+def code_type(fmt: FixedPoint | ScaledInt) -> IntType:
     return IntType(fmt.bits, fmt.signed)
 
 
-def _reuse_for(node: Node, k: int, m: int, config: BuildConfig, target_ii: int) -> tuple[int, int]:
+#: ops with imported (non-power-of-two) scales that have hardware: MACs requantize with M0 and a
+#: shift, max pooling passes codes through; everything else needs a power-of-two (fixed) graph
+SCALED_OPS = ("Dense", "Conv", "MaxPool", "GlobalMaxPool", *FREE_OPS)
+
+
+def mac_requant(graph: Graph, node: Node) -> tuple[np.ndarray, np.ndarray, Requant]:
+    """Weight codes, bias codes (accumulator units) and requantization of a Dense/Conv.
+
+    Fixed point: a pure shift. Imported scales: integer multiplier + one shift per layer, the
+    bias entering as the requant offset (so the accumulator starts at 0), as sim.exact computes.
+    """
+    if exact.is_format_node(graph, node):
+        fmts = {
+            role: graph.value(v).type.format
+            for role, v in zip(("input", "weights", "output"), (*node.inputs[:2], node.outputs[0]), strict=True)
+        }
+        raise ScheduleError(
+            f"{node.describe()}: "
+            + ", ".join(f"{role} {fmt}" for role, fmt in fmts.items())
+            + ": layers in minifloat, block, binary or ternary formats run in the golden model and QAT "
+            "but have no hardware lowering yet; give this layer fixed-point formats to build it"
+        )
+    if exact.is_fixed_node(graph, node):
+        w, b = dense_codes(graph, node)
+        r = dense_requant(graph, node)
+        return w, b, Requant(r.shift, r.rounding, r.lo, r.hi)
+    sr = exact.scaled_requant(graph, node)
+    if sr.arith != "integer":
+        raise ScheduleError(
+            f"{node.describe()}: requant_arith={sr.arith!r} (onnxruntime's float32 product) is a golden-model-only "
+            "mode; the hardware computes the exact integer multiplier + shift: quantize with requant_arith='integer'"
+        )
+    w, _b = exact.mac_codes(graph, node)
+    b = np.zeros(w.shape[0], dtype=np.int64)
+    return w, b, unify_shift(sr.multiplier, sr.shift, sr.offset, Requant(0, sr.rounding, sr.lo, sr.hi))
+
+
+def _check_scaled_support(graph: Graph, node: Node) -> None:
+    """A clear refusal for an op with imported scales that has no hardware yet."""
+    if exact.is_fixed_node(graph, node) or node.op in SCALED_OPS:
+        pooled = node.op in ("MaxPool", "GlobalMaxPool") and not exact.is_fixed_node(graph, node)
+        if pooled and exact.value_format(graph, node.inputs[0]) != exact.value_format(graph, node.outputs[0]):
+            raise UnsupportedOpError(
+                f"{node.describe()}: max pooling with imported scales passes codes through, so its input "
+                "and output formats must be equal; give both QuantizeLinear nodes the same scale"
+            )
+        return
+    what = "an imported rescale" if node.attrs.get("imported_rescale") else node.op
+    raise UnsupportedOpError(
+        f"{node.describe()}: {what} with imported non-power-of-two scales has no hardware engine yet "
+        f"(only {', '.join(SCALED_OPS[:4])} do); it runs in sim.exact only. Quantize the float model with "
+        "hwgen (power-of-two scales) or remove the node from the hardware part"
+    )
+
+
+def _weight_bits(w: np.ndarray) -> int:
+    """Bits of a weight code in hardware (always signed): schedule.mac_types' weight type."""
+    t = int_type_for(int(min(w.min(), 0)), int(max(w.max(), 0)))
+    return t.bits if t.signed else t.bits + 1
+
+
+def _device(config: BuildConfig) -> Device | None:
+    return get_device(config.hardware.device) if config.hardware.device else None
+
+
+def _reuse_for(
+    node: Node, w: np.ndarray, config: BuildConfig, target_ii: int, device: Device | None = None
+) -> tuple[int, int]:
+    """(PE, SIMD) of a dense layer with weights w [out, in]: the explicit reuse, else the fewest
+    multipliers whose reuse stays within the target (on a device: the cheapest share of it)."""
+    m, k = w.shape
     layer = config.layer(node.name, node.onnx_name)
     if layer.reuse is not None:
         return choose_folding(k, m, layer.reuse, where=node.describe())
-    # balance: the fewest multipliers whose compute time stays within the target interval
     fits = [(r, pe, simd) for r, pe, simd in valid_foldings(k, m) if r <= target_ii]
     if not fits:
         return choose_folding(k, m, 1, where=node.describe())
+    if device is not None:
+        wb = _weight_bits(w)
+
+        def cost(t: tuple[int, int, int]) -> float:
+            per_bank, banks = weight_banks(t[1], t[2], wb)
+            return folding_cost(t[1] * t[2], t[0], per_bank * t[2] * wb, device, banks)
+
+        _r, pe, simd = min(fits, key=lambda t: (cost(t), -t[0]))
+        return pe, simd
+    # balance: the fewest multipliers whose compute time stays within the target interval
     _r, pe, simd = max(fits, key=lambda t: (t[0], t[1]))
     return pe, simd
+
+
+def _sparse_choice(node: Node, w: np.ndarray, config: BuildConfig, target_ii: int) -> tuple[int, int] | None:
+    """(PEs, index bits) when this Dense layer goes on the sparse engine, else None.
+
+    `[layers.NAME] engine` decides; without it, a weight density below `hardware.sparse_threshold`.
+    Without `pes`: the fewest PEs whose non-zero weights per PE fit the target interval (one
+    non-zero weight per PE and cycle), so the sparse engine keeps the pace the dense one would.
+    """
+    layer = config.layer(node.name, node.onnx_name)
+    nonzeros = int(np.count_nonzero(w))
+    threshold = config.hardware.sparse_threshold
+    if layer.engine == "dense" or (layer.engine is None and not (threshold > 0 and nonzeros < threshold * w.size)):
+        return None
+    pes = layer.pes or min(w.shape[0], max(1, -(-nonzeros // max(1, target_ii))))
+    return pes, layer.index_bits or DEFAULT_INDEX_BITS
+
+
+def _to_sparse(p: DensePlan, pes: int, index_bits: int) -> SparseDensePlan:
+    """The sparse engine computing the dense plan's layer (same name, streams, widths, requantization)."""
+    sp = plan_sparse_dense(
+        p.name, p.source, p.weights, p.biases, p.inp, p.out, p.requant, pes=pes, index_bits=index_bits
+    )
+    log.info("%s: sparse engine, %d PEs, density %.3f", p.source, sp.pes, sp.density)
+    return dataclasses.replace(sp, inputs=p.inputs, outputs=p.outputs)
 
 
 def _chain(graph: Graph) -> list[Node]:
@@ -101,38 +214,88 @@ def _chain(graph: Graph) -> list[Node]:
 
 
 def _port(graph: Graph, value: str, taken: set[str]) -> StreamPort:
-    fmt = fixed_format(graph, value)
+    fmt = exact.value_format(graph, value)
     t = graph.value(value).type
-    return StreamPort(legalize(value, taken, prefix="v"), value, code_type(fmt), t.size, fmt.frac, t.shape)
+    frac = fmt.frac if isinstance(fmt, FixedPoint) else 0  # imported scales: codes are integers
+    return StreamPort(legalize(value, taken, prefix="v"), value, code_type(fmt), t.size, frac, t.shape)
+
+
+def _is_dag(graph: Graph) -> bool:
+    """True when the graph needs the general dataflow lowering (anything but Dense on vectors)."""
+    return any(n.op not in (*FREE_OPS, "Dense") for n in graph.nodes) or any(
+        len(graph.value(v).type.shape) > 1 for n in graph.nodes if n.op == "Dense" for v in n.inputs[:1]
+    )
 
 
 def schedule_graph(graph: Graph, config: BuildConfig, top: str | None = None) -> Schedule:
-    """The hardware plan of a quantized graph: a chain of dense engines, or a general dataflow graph."""
-    if any(n.op not in (*FREE_OPS, "Dense") for n in graph.nodes) or any(
-        len(graph.value(v).type.shape) > 1 for n in graph.nodes if n.op == "Dense" for v in n.inputs[:1]
-    ):
-        return _lower_dag(graph, config, top)
+    """The hardware plan of a quantized graph: a chain of dense engines, or a general dataflow graph.
+
+    With `hardware.device` set, the foldings are chosen to fit that device (hwgen.hw.resources.fit_device).
+    """
+    lower = functools.partial(_lower_dag if _is_dag(graph) else _lower_chain, graph, config, top)
+    if config.hardware.device:
+        from hwgen.hw.resources import fit_device
+
+        return fit_device(graph, config, lower, ii_candidates(graph, config))
+    return lower(config.hardware.target_ii or None)
+
+
+def ii_candidates(graph: Graph, config: BuildConfig) -> list[int]:
+    """Every per-sample cycle count a layer's folding can take: the targets worth trying.
+
+    A dense layer takes reuse = SF*NF cycles per sample, a conv pixels x its reuse; layers with an
+    explicit `reuse` in the config keep it and add nothing.
+    """
+    found: set[int] = set()
+    for node in graph.nodes:
+        if node.op not in ("Dense", "Conv") or config.layer(node.name, node.onnx_name).reuse is not None:
+            continue
+        shape = graph.const(node.inputs[1]).shape
+        if node.op == "Dense":
+            m, k = shape[0], int(np.prod(shape[1:]))
+            found.update(r for r, _pe, _simd in valid_foldings(k, m))
+        else:
+            oc, cg, kh, kw = shape
+            _oc, oh, ow = graph.value(node.outputs[0]).type.shape
+            divs = [d for d in range(1, oc + 1) if oc % d == 0]
+            found.update(
+                oh * ow * (oc // pe) * (cg // simd) * kh * kw
+                for pe in divs
+                for simd in range(1, cg + 1)
+                if cg % simd == 0
+            )
+    return sorted(found)
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _lower_chain(
+    graph: Graph, config: BuildConfig, top: str | None, target: int | None, *, cheapest: bool = True
+) -> Schedule:
+    """A chain of dense engines; each layer takes the fewest multipliers whose reuse is <= target
+    (on a device and with `cheapest`: the folding taking the smallest share of the device)."""
     chain = _chain(graph)
     if not chain:
         raise ScheduleError(f"model '{graph.name}': no layer to put in hardware")
     taken: set[str] = set()
     top_name = legalize(top or graph.name or "model", taken, prefix="m")
-    target = config.hardware.target_ii or max(graph.value(n.inputs[0]).type.size for n in chain)
+    target = target or max(graph.value(n.inputs[0]).type.size for n in chain)
+    device = _device(config) if cheapest else None
     plans: list[DensePlan] = []
     for node in chain:
-        w, b = dense_codes(graph, node)
-        m, k = w.shape
-        pe, simd = _reuse_for(node, k, m, config, target)
-        r = dense_requant(graph, node)
+        w, b, rq = mac_requant(graph, node)
+        pe, simd = _reuse_for(node, w, config, target, device)
         plans.append(
             plan_dense(
                 legalize(node.name, taken, prefix="l"),
                 node.onnx_name or node.name,
                 w,
                 b,
-                code_type(fixed_format(graph, node.inputs[0])),
-                code_type(fixed_format(graph, node.outputs[0])),
-                Requant(r.shift, r.rounding, r.lo, r.hi),
+                code_type(exact.value_format(graph, node.inputs[0])),
+                code_type(exact.value_format(graph, node.outputs[0])),
+                rq,
                 pe=pe,
                 simd=simd,
             )
@@ -140,6 +303,12 @@ def schedule_graph(graph: Graph, config: BuildConfig, top: str | None = None) ->
     inp = _port(graph, graph.inputs[0], taken)
     out = _port(graph, graph.outputs[0], taken)
     sched = chain_schedule(top_name, graph.name, plans, inp, out)
+    choices = {
+        i: _sparse_choice(node, plan.weights, config, target)
+        for i, (node, plan) in enumerate(zip(chain, sched.layers, strict=True))
+    }
+    if any(choices.values()):
+        sched = replace_layers(sched, {i: _to_sparse(sched.layers[i], *c) for i, c in choices.items() if c})
     log.info("schedule: %d engines, latency %d cycles, II %d", len(plans), sched.latency, sched.ii)
     return sched
 
@@ -177,9 +346,18 @@ def _hwc_perm(c: int, h: int, w: int) -> np.ndarray | None:
 
 
 def _conv_folding(
-    node: Node, c_out: int, cg: int, per_pixel_taps: int, pixels: int, target: int, config: BuildConfig
+    node: Node,
+    c_out: int,
+    cg: int,
+    per_pixel_taps: int,
+    pixels: int,
+    target: int,
+    config: BuildConfig,
+    w_bits: int = 8,
+    device: Device | None = None,
 ) -> tuple[int, int]:
-    """(PE, SIMD): PE | c_out, SIMD | cg; the fewest multipliers whose cycles fit the target."""
+    """(PE, SIMD): PE | c_out, SIMD | cg; the fewest multipliers whose cycles fit the target (on
+    a device: the cheapest share of its multipliers and block RAM)."""
     divs = lambda n: [d for d in range(1, n + 1) if n % d == 0]  # noqa: E731
     options = [(pe, simd) for pe in divs(c_out) for simd in divs(cg)]
     cycles = lambda o: pixels * (c_out // o[0]) * (cg // o[1]) * per_pixel_taps  # noqa: E731
@@ -191,10 +369,16 @@ def _conv_folding(
     fit = [o for o in options if cycles(o) <= target]
     if not fit:
         return max(options, key=lambda o: o[0] * o[1])
+    if device is not None:
+        depth = lambda o: (c_out // o[0]) * (cg // o[1]) * per_pixel_taps  # noqa: E731  # weight ROM words
+        n = lambda o: o[0] * o[1]  # noqa: E731
+        return min(fit, key=lambda o: (folding_cost(n(o), depth(o), n(o) * w_bits, device), n(o), -o[0]))
     return min(fit, key=lambda o: (o[0] * o[1], -o[0]))
 
 
-def _lower_dag(graph: Graph, config: BuildConfig, top: str | None) -> Schedule:
+def _lower_dag(
+    graph: Graph, config: BuildConfig, top: str | None, target: int | None, *, cheapest: bool = True
+) -> Schedule:
     from hwgen.hw.engine_timing import engine_timing, graph_latency
     from hwgen.sim.exact import activation_bounds, clip_bounds, lut_table
     from hwgen.sim.integer_kernels import avgpool_multiplier
@@ -203,14 +387,15 @@ def _lower_dag(graph: Graph, config: BuildConfig, top: str | None) -> Schedule:
         raise UnsupportedOpError(f"model '{graph.name}': the hardware has one input and one output stream")
     taken: set[str] = set()
     top_name = legalize(top or graph.name or "model", taken, prefix="m")
-    target = config.hardware.target_ii or max(v.type.size for v in graph.values.values() if not v.is_const)
+    target = target or max(v.type.size for v in graph.values.values() if not v.is_const)
+    device = _device(config) if cheapest else None
     info: dict[str, _StreamInfo] = {}
     streams: dict[str, Stream] = {}
     engines: list = []
 
     def new_stream(value: str, shape: tuple[int, ...], perm: np.ndarray | None = None) -> _StreamInfo:
         name = legalize(value, taken, prefix="s")
-        streams[name] = Stream(name, value, code_type(fixed_format(graph, value)), shape)
+        streams[name] = Stream(name, value, code_type(exact.value_format(graph, value)), shape)
         info[value] = _StreamInfo(name, shape, perm)
         return info[value]
 
@@ -237,32 +422,43 @@ def _lower_dag(graph: Graph, config: BuildConfig, top: str | None) -> Schedule:
             else:
                 raise ScheduleError(f"{where}: a reshape from {src.shape} to {list(out_shape)} reorders the stream")
             continue
-        in_t = code_type(fixed_format(graph, x))
-        out_t = code_type(fixed_format(graph, out_v))
+        _check_scaled_support(graph, node)
+        in_t = code_type(exact.value_format(graph, x))
+        out_t = code_type(exact.value_format(graph, out_v))
         if node.op == "Dense":
-            w, b = dense_codes(graph, node)
+            w, b, rq = mac_requant(graph, node)
             if src.perm is not None:
                 w = w[:, src.perm]  # weights follow the stream's element order
-            m, k = w.shape
-            pe, simd = _reuse_for(node, k, m, config, target)
-            r = dense_requant(graph, node)
-            plan = plan_dense(
-                name(), common["source"], w, b, in_t, out_t, Requant(r.shift, r.rounding, r.lo, r.hi), pe=pe, simd=simd
-            )
+            m = w.shape[0]
+            pe, simd = _reuse_for(node, w, config, target, device)
+            plan = plan_dense(name(), common["source"], w, b, in_t, out_t, rq, pe=pe, simd=simd)
+            choice = _sparse_choice(node, w, config, target)
+            plan = _to_sparse(plan, *choice) if choice else plan
             out_info = new_stream(out_v, (m,))
+        elif node.op == "WinogradConv":
+            if len(src.shape) != 3:
+                raise ScheduleError(f"{where}: the Winograd engine takes 2-D images")
+            _h, _w, c = src.shape
+            oc, oh, ow = out_shape
+            th, tw = tile_grid(oh, ow, int(node.attrs.get("tile", winograd.ENGINE_TILE)))
+            # one step per (tile, output fold, input fold): the conv folding with a tile as the "pixel"
+            w_bits = _weight_bits(dense_codes(graph, node)[0])
+            pe, simd = _conv_folding(node, oc, c, 1, th * tw, target, config, w_bits, device)
+            plan = winograd.plan_from_node(graph, node, pe=pe, simd=simd, name=name())
+            out_info = new_stream(out_v, (oh, ow, oc))
         elif node.op == "Conv":
             if len(src.shape) != 3 or node.attrs.get("dilations", (1, 1)) != (1, 1):
                 raise ScheduleError(f"{where}: the conv engine takes 2-D images with dilation 1")
-            w, b = dense_codes(graph, node)
-            r = dense_requant(graph, node)
+            w, b, rq = mac_requant(graph, node)
             h, wd, c = src.shape
             groups = int(node.attrs.get("group", 1))
             kh, kw = node.attrs["kernel"]
             oc, oh, ow = out_shape
-            pe, simd = _conv_folding(node, oc, c // groups, kh * kw, oh * ow, target, config)
+            pe, simd = _conv_folding(node, oc, c // groups, kh * kw, oh * ow, target, config, _weight_bits(w), device)
             if groups > 1 and not (c // groups == 1 and oc // groups == 1) and (oc // groups) % pe:
                 pe = math.gcd(pe, oc // groups)
             w_t, b_t, acc_t = mac_types(w, b, in_t)
+            rq = with_product_type(rq, *accumulator_range(w.reshape(len(w), -1), b, in_t))
             plan = ConvPlan(
                 name=name(),
                 channels_in=c,
@@ -284,7 +480,7 @@ def _lower_dag(graph: Graph, config: BuildConfig, top: str | None) -> Schedule:
                 acc=acc_t,
                 out=out_t,
                 bias=b_t,
-                requant=Requant(r.shift, r.rounding, r.lo, r.hi),
+                requant=rq,
                 weights=w,
                 biases=b,
                 **common,
@@ -309,7 +505,7 @@ def _lower_dag(graph: Graph, config: BuildConfig, top: str | None) -> Schedule:
                 raise ScheduleError(f"{where}: padded average pooling must count the padding (count_include_pad=1)")
             mult, shift = avgpool_multiplier(n) if kind == "avg" else (1, 0)
             ends = (in_t.lo * n * mult, in_t.hi * n * mult) if kind == "avg" else (in_t.lo, in_t.hi)
-            fmt = fixed_format(graph, out_v)
+            fmt = exact.value_format(graph, out_v)
             plan = PoolPlan(
                 name=name(),
                 kind=kind,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hwgen.numerics import Rounding
+from hwgen.sim.winograd_kernels import tile_grid
 
 
 @dataclass(frozen=True)
@@ -32,18 +33,35 @@ class IntType:
         return f"{'s' if self.signed else 'u'}{self.bits}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Requant:
-    """acc -> out: out = clamp(shift_round(acc, shift, rounding), lo, hi).
+    """acc -> out: out = clamp(shift_round(acc * multiplier[c] + offset[c], shift, rounding), lo, hi).
 
     shift > 0 divides by 2**shift with `rounding`; shift <= 0 multiplies by 2**-shift (exact).
     [lo, hi] merges the activation (ReLU: lo = 0; Clip) with saturation to the output type.
+    `multiplier` (unsigned M0 per output channel) and `offset` (the bias, in 2**-shift output
+    codes) come from imported non-power-of-two scales (integer_kernels.requantize_scaled); empty
+    means the pure shift of fixed point. `prod_type` holds every acc * M0 + offset.
     """
 
     shift: int
     rounding: Rounding
     lo: int
     hi: int
+    multiplier: tuple[int, ...] = ()
+    offset: tuple[int, ...] = ()
+    prod_type: IntType | None = None
+
+    @property
+    def scaled(self) -> bool:
+        return bool(self.multiplier)
+
+    def __repr__(self) -> str:
+        # fixed-point requants print as before the scaled fields existed: model hashes stay put
+        base = f"Requant(shift={self.shift!r}, rounding={self.rounding!r}, lo={self.lo!r}, hi={self.hi!r}"
+        if not self.scaled:
+            return base + ")"
+        return base + f", multiplier={self.multiplier!r}, offset={self.offset!r}, prod_type={self.prod_type!r})"
 
 
 @dataclass(frozen=True, eq=False)
@@ -280,7 +298,70 @@ class LutPlan:
     outputs: tuple[str, ...] = ()
 
 
-EnginePlan = DensePlan | ConvPlan | PoolPlan | AddPlan | ForkPlan | ConcatPlan | LutPlan
+@dataclass(frozen=True, eq=False)
+class WinogradConvPlan:
+    """A 3x3 stride-1 convolution on the Winograd F(2x2,3x3) engine (architecture, widths: hwgen.hw.winograd)."""
+
+    name: str
+    source: str
+    channels_in: int
+    channels_out: int
+    in_h: int
+    in_w: int
+    out_h: int
+    out_w: int
+    pads_begin: tuple[int, int]  #: (top, left), each <= 2
+    pads_end: tuple[int, int]  #: (bottom, right), each <= 2
+    tile: int  #: m of F(m x m, 3x3): 2
+    pe: int  #: output channels in parallel (divides channels_out)
+    simd: int  #: input channels per step (divides channels_in)
+    inp: IntType  #: input codes
+    w: IntType  #: filter codes g (as the direct conv's)
+    u: IntType  #: transformed filter codes U = (2G) g (2G)^T
+    v: IntType  #: transformed input V = B^T d B, for every input in [inp.lo, inp.hi]
+    prod: IntType  #: U * V
+    macc: IntType  #: M = sum over input channels of U * V (never overflows)
+    yacc: IntType  #: A^T M A = 4 * (the direct accumulator without bias)
+    acc: IntType  #: the direct conv's accumulator (A^T M A / 4 + bias), bit-identical
+    out: IntType
+    bias: IntType
+    requant: Requant
+    weights: np.ndarray = field(repr=False)  #: int64 codes g [channels_out, channels_in, 3, 3]
+    u_weights: np.ndarray = field(repr=False)  #: int64 U [channels_out, channels_in, 4, 4]
+    biases: np.ndarray = field(repr=False)  #: int64 [channels_out], accumulator units
+    latency: int = 0
+    ii: int = 0
+    engine: str = "winograd_conv"
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+
+    @property
+    def alpha(self) -> int:
+        return self.tile + 2
+
+    @property
+    def tiles(self) -> tuple[int, int]:
+        """(TH, TW): tile rows and tiles per tile row."""
+        return tile_grid(self.out_h, self.out_w, self.tile)
+
+    @property
+    def sf(self) -> int:
+        return self.channels_in // self.simd
+
+    @property
+    def nf(self) -> int:
+        return self.channels_out // self.pe
+
+    @property
+    def multipliers(self) -> int:
+        return self.alpha * self.alpha * self.pe * self.simd
+
+    @property
+    def steps_per_tile_row(self) -> int:
+        return self.tiles[1] * self.nf * self.sf
+
+
+EnginePlan = DensePlan | ConvPlan | WinogradConvPlan | PoolPlan | AddPlan | ForkPlan | ConcatPlan | LutPlan
 
 
 @dataclass(frozen=True)
@@ -335,5 +416,6 @@ class Schedule:
 
     @property
     def is_chain(self) -> bool:
-        """True when every engine is dense and feeds the next (the MLP form)."""
-        return all(isinstance(p, DensePlan) for p in self.layers)
+        """True when every engine is dense or sparse dense and feeds the next (the MLP form)."""
+        # by engine kind: hwgen.hw.sparse imports this module, so its plan type cannot be named here
+        return all(isinstance(p, DensePlan) or p.engine == "sparse_dense" for p in self.layers)

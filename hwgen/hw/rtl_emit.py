@@ -23,7 +23,7 @@ import numpy as np
 
 from hwgen.errors import ScheduleError
 from hwgen.hw import engine_timing as et
-from hwgen.hw import timing
+from hwgen.hw import timing, winograd
 from hwgen.hw.plan import (
     AddPlan,
     ConcatPlan,
@@ -37,6 +37,7 @@ from hwgen.hw.plan import (
     Requant,
     Schedule,
     Stream,
+    WinogradConvPlan,
 )
 from hwgen.hw.render import render
 from hwgen.hw.schedule import signed_bits_for
@@ -115,6 +116,11 @@ def _check_mac_types(plan: DensePlan | ConvPlan | SparseDensePlan) -> None:
     _check_fits("weight", plan, plan.weights, plan.w)
     _check_fits("bias", plan, plan.biases, plan.bias)
     _check_clamp(plan, plan.requant, plan.out)
+    if plan.requant.scaled:
+        raise ScheduleError(
+            f"{_where(plan)}: its requantization multiplies by M0 (imported non-power-of-two scales), which has no "
+            "RTL template yet; the HLS view computes it (hw.hls_emit.emit_hls), or quantize the float model with hwgen"
+        )
 
 
 def _check_plan(plan: DensePlan) -> None:
@@ -131,6 +137,12 @@ def _check_plan(plan: DensePlan) -> None:
 
 
 def _requant_context(rq: Requant, req_w: int, out_w: int) -> dict[str, Any]:
+    if rq.scaled:
+        # never emit a pure shift for a layer whose requantization has a multiplier (wrong codes)
+        raise ScheduleError(
+            f"a requantization with {len(rq.multiplier)} multipliers (imported non-power-of-two scales) has no "
+            "RTL template yet; the HLS view computes it (hw.hls_emit.emit_hls), or quantize the float model with hwgen"
+        )
     rounding = Rounding(rq.rounding)
     if rq.shift <= 0:
         kind, rnd_add = "left", 0
@@ -839,7 +851,7 @@ def engine_io(p: EnginePlan) -> tuple[list[tuple[IntType, int]], list[tuple[IntT
     """(element type, elements per sample) of each input and each output of an engine, in port order."""
     if isinstance(p, DensePlan | SparseDensePlan):
         return [(p.inp, p.in_features)], [(p.out, p.out_features)]
-    if isinstance(p, ConvPlan):
+    if isinstance(p, ConvPlan | WinogradConvPlan):
         return [(p.inp, p.in_h * p.in_w * p.channels_in)], [(p.out, p.out_h * p.out_w * p.channels_out)]
     if isinstance(p, PoolPlan):
         return [(p.inp, p.in_h * p.in_w * p.channels)], [(p.out, p.out_h * p.out_w * p.channels)]
@@ -946,6 +958,8 @@ def engine_desc(p: EnginePlan) -> str:
         return sparse_desc(p)
     if isinstance(p, ConvPlan):
         return conv_desc(p)
+    if isinstance(p, WinogradConvPlan):
+        return winograd.desc(p)
     if isinstance(p, PoolPlan):
         return pool_desc(p)
     if isinstance(p, AddPlan):
@@ -1063,6 +1077,8 @@ def _engine_text(plan: EnginePlan, schedule: Schedule, design: dict[str, str], f
     if isinstance(plan, ConvPlan):
         c = conv_context(plan, top, fifo_module)
         return c["module"], render("rtl/conv.sv.j2", design=design, c=c)
+    if isinstance(plan, WinogradConvPlan):
+        return winograd.render_rtl(plan, top, design)
     if isinstance(plan, PoolPlan):
         p = pool_context(plan, top)
         return p["module"], render("rtl/pool.sv.j2", design=design, p=p)

@@ -95,6 +95,31 @@ def mac_types(weights: np.ndarray, biases: np.ndarray, inp: IntType) -> tuple[In
     return w_type, b_type, IntType(signed_bits_for(lo, hi), True)
 
 
+def unify_shift(
+    multipliers: tuple[int, ...], shifts: tuple[int, ...], offsets: tuple[int, ...], requant: Requant
+) -> Requant:
+    """A per-channel (M0, n, offset) requantization with one shift for the layer: n = max_c n_c,
+    M0_c and offset_c scaled by 2**(n - n_c), which leaves every shift_round result unchanged.
+    A negative n (a ratio >= 2**24) becomes n = 0 with M0 scaled up: still exact."""
+    if not (len(multipliers) == len(shifts) == len(offsets)) or not multipliers:
+        counts = f"{len(multipliers)} multipliers, {len(shifts)} shifts, {len(offsets)} offsets"
+        raise ScheduleError(f"requantization: {counts}; need one of each per output channel")
+    n = max(0, *shifts)
+    ms = tuple(int(m) << (n - int(s)) for m, s in zip(multipliers, shifts, strict=True))
+    offs = tuple(int(o) << (n - int(s)) for o, s in zip(offsets, shifts, strict=True))
+    if min(ms) < 0:
+        raise ScheduleError(f"requantization multipliers must be >= 0, got {min(ms)}")
+    return dataclasses.replace(requant, shift=n, multiplier=ms, offset=offs, prod_type=None)
+
+
+def with_product_type(requant: Requant, acc_lo: int, acc_hi: int) -> Requant:
+    """A scaled requant with `prod_type` holding acc * M0[c] + offset[c] for every acc in [acc_lo, acc_hi]."""
+    if not requant.scaled:
+        return requant
+    ends = [a * m + o for m, o in zip(requant.multiplier, requant.offset, strict=True) for a in (acc_lo, acc_hi)]
+    return dataclasses.replace(requant, prod_type=IntType(signed_bits_for(min(ends), max(ends)), True))
+
+
 def plan_dense(
     name: str,
     source: str,
@@ -114,6 +139,8 @@ def plan_dense(
     if k % simd or m % pe:
         raise ScheduleError(f"layer '{source}': PE={pe} must divide {m} outputs and SIMD={simd} must divide {k} inputs")
     w_type, b_type, acc = mac_types(weights, biases, inp)
+    if requant.scaled:
+        requant = with_product_type(requant, *accumulator_range(weights, biases, inp))
     t = dense_timing(k, m, pe, simd)
     return DensePlan(
         name=name,
@@ -200,5 +227,7 @@ __all__ = [
     "model_hash",
     "plan_dense",
     "signed_bits_for",
+    "unify_shift",
     "valid_foldings",
+    "with_product_type",
 ]

@@ -9,14 +9,17 @@ to the edge accepting the last output beat, both of the same sample, with a sour
 idles and a sink that is always ready.
 
 Dense engine (templates/rtl/dense.sv.j2), K = in_features, M = out_features, SF = K/SIMD,
-NF = M/PE, T = adder-tree register stages (`tree_stages`), P = `dense_pipeline(simd)` = 5 + T:
+NF = M/PE, T = adder-tree register stages (`tree_stages`), P = `dense_pipeline(simd)` = 7 + T:
 
 - LOAD: one input element per edge into a double-buffered input memory (two banks of SF words of
   SIMD elements). The edge accepting the last element E marks the bank full.
 - COMPUTE: tiles (nf, sf) issue one per edge, the first at E+1; the last tile of fold f issues at
   I_f = E + (f+1)*SF. Pipeline from an issue edge I: weight ROM / input buffer read registers (I),
-  products (I+1), T adder-tree stages, accumulator (I+2+T), rounding + shift (I+3+T), clamp
-  (I+4+T), and the fold's PE results enter the output FIFO / serializer at I+5+T = I+P.
+  operand registers (I+1: the block RAM select multiplexer gets its own cycle), each multiplier's
+  own input registers (I+2: the operands' fan-out is routed register to register), products
+  (I+3, the DSP block's output register), T adder-tree stages, accumulator (I+4+T), rounding +
+  shift (I+5+T), clamp (I+6+T), and the fold's PE results enter the output FIFO / serializer at
+  I+7+T = I+P.
 - OUTPUT: the serializer loads a fold word at L_f = max(I_f + P, L_{f-1} + PE) and emits its PE
   elements at edges L_f+1 .. L_f+PE (one per edge, element p = neuron nf*PE+p).
   So the last output edge is E + X with
@@ -47,9 +50,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-#: register stages of the dense engine outside the adder tree: read, product, accumulate,
-#: round/shift, clamp (the fifth edge loads the result into the output FIFO / serializer)
-DENSE_FIXED_STAGES = 5
+#: register stages of the dense engine outside the adder tree: read, operands, multiplier inputs,
+#: product, accumulate, round/shift, clamp (the seventh edge loads the output FIFO)
+DENSE_FIXED_STAGES = 7
 
 #: adder-tree levels between two pipeline registers
 TREE_LEVELS_PER_STAGE = 2

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +44,10 @@ import numpy as np
 
 from hwgen.errors import ScheduleError
 from hwgen.hw.names import legalize
-from hwgen.hw.plan import ConvPlan, IntType, Requant, Schedule, Stream, StreamPort
+from hwgen.hw.plan import ConvPlan, IntType, Requant, Schedule, Stream, StreamPort, WinogradConvPlan
 from hwgen.hw.schedule import int_type_for, mac_types, model_hash, signed_bits_for
 from hwgen.hw.timing import EngineTiming
-from hwgen.sim.winograd_kernels import filter_transform, tile_grid, transform
+from hwgen.sim.winograd_kernels import filter_transform, transform
 
 #: rows the line buffer holds: a tile row's 4 and the next tile row's 2 new ones
 ROW_SLOTS = 6
@@ -61,69 +61,6 @@ PIPELINE = 8
 ENGINE_TILE = 2
 #: samples the recurrence runs to measure the steady-state interval
 _II_SAMPLES = 3
-
-
-@dataclass(frozen=True, eq=False)
-class WinogradConvPlan:
-    """A 3x3 stride-1 convolution on the Winograd F(2x2,3x3) engine (see the module docstring)."""
-
-    name: str
-    source: str
-    channels_in: int
-    channels_out: int
-    in_h: int
-    in_w: int
-    out_h: int
-    out_w: int
-    pads_begin: tuple[int, int]  #: (top, left), each <= 2
-    pads_end: tuple[int, int]  #: (bottom, right), each <= 2
-    tile: int  #: m of F(m x m, 3x3): 2
-    pe: int  #: output channels in parallel (divides channels_out)
-    simd: int  #: input channels per step (divides channels_in)
-    inp: IntType  #: input codes
-    w: IntType  #: filter codes g (as the direct conv's)
-    u: IntType  #: transformed filter codes U = (2G) g (2G)^T
-    v: IntType  #: transformed input V = B^T d B, for every input in [inp.lo, inp.hi]
-    prod: IntType  #: U * V
-    macc: IntType  #: M = sum over input channels of U * V (never overflows)
-    yacc: IntType  #: A^T M A = 4 * (the direct accumulator without bias)
-    acc: IntType  #: the direct conv's accumulator (A^T M A / 4 + bias), bit-identical
-    out: IntType
-    bias: IntType
-    requant: Requant
-    weights: np.ndarray = field(repr=False)  #: int64 codes g [channels_out, channels_in, 3, 3]
-    u_weights: np.ndarray = field(repr=False)  #: int64 U [channels_out, channels_in, 4, 4]
-    biases: np.ndarray = field(repr=False)  #: int64 [channels_out], accumulator units
-    latency: int = 0
-    ii: int = 0
-    engine: str = "winograd_conv"
-    inputs: tuple[str, ...] = ()
-    outputs: tuple[str, ...] = ()
-
-    @property
-    def alpha(self) -> int:
-        return self.tile + 2
-
-    @property
-    def tiles(self) -> tuple[int, int]:
-        """(TH, TW): tile rows and tiles per tile row."""
-        return tile_grid(self.out_h, self.out_w, self.tile)
-
-    @property
-    def sf(self) -> int:
-        return self.channels_in // self.simd
-
-    @property
-    def nf(self) -> int:
-        return self.channels_out // self.pe
-
-    @property
-    def multipliers(self) -> int:
-        return self.alpha * self.alpha * self.pe * self.simd
-
-    @property
-    def steps_per_tile_row(self) -> int:
-        return self.tiles[1] * self.nf * self.sf
 
 
 # -- widths ----------------------------------------------------------------------------------

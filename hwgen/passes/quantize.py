@@ -80,6 +80,10 @@ def quantize_fixed(graph: Graph, calib_x: np.ndarray, config: BuildConfig) -> Pa
     """Quantize a canonical graph to fixed point (see module docstring). Functional."""
     if graph.meta.get("imported_quant"):
         return quantize_imported(graph)
+    from hwgen.passes.quantize_formats import formats_requested, quantize_formats
+
+    if formats_requested(config):  # per-layer number formats (mixed precision by configuration)
+        return quantize_formats(graph, calib_x, config)
     q = config.quantize
     ranges = calibrate(graph, calib_x, q.calibration, q.percentile)
     g = graph.copy()

@@ -413,20 +413,12 @@ def write_html_report(out_dir: Path) -> Path:
     return path
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `--html` option of `hwgen report`."""
-    parser.add_argument(
-        "--html", action="store_true", help="also write OUT/report.html (tables and plots, one self-contained file)"
-    )
-
-
 def run_from_args(args: argparse.Namespace) -> Path | None:
     """What `hwgen report OUT --html` does: write the HTML report if asked; its path, else None."""
     return write_html_report(Path(args.out)) if getattr(args, "html", False) else None
 
 
 __all__ = [
-    "add_arguments",
     "code_length_histogram",
     "histogram_bins",
     "render_html",

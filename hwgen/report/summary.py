@@ -8,9 +8,15 @@ from typing import Any
 
 import numpy as np
 
-from hwgen.hw.plan import ConvPlan, DensePlan, Schedule
+from hwgen.hw.devices import Device
+from hwgen.hw.plan import ConvPlan, DensePlan, Schedule, WinogradConvPlan
+from hwgen.hw.resources import estimate_report
+from hwgen.hw.sparse import SparseDensePlan
 from hwgen.ir.graph import Graph
 from hwgen.passes.base import NodeRecord
+
+#: the plans with weights, MACs and a requantized accumulator
+MAC_PLANS = (DensePlan, ConvPlan, SparseDensePlan, WinogradConvPlan)
 
 
 def _float_params(graph: Graph) -> int:
@@ -42,8 +48,14 @@ def build_report(
     records: list[NodeRecord],
     accuracy: dict[str, Any] | None,
     source: str,
+    device: Device | None = None,
 ) -> dict[str, Any]:
-    """The report of a fresh build (verification and synthesis sections start empty)."""
+    """The report of a fresh build (verification and synthesis sections start empty).
+
+    Each layer carries its resource estimate (`resources`: multipliers, memory bits, block RAMs
+    and rough LUT/FF, hwgen.hw.resources), and `hardware.estimate` the totals against `device`.
+    """
+    estimate = estimate_report(schedule, device)
     by_source = {(n.onnx_name or n.name): n for n in quant_graph.nodes}
     quant_rec = {r.node: r.values for r in records if r.pass_name == "quantize_fixed"}
     layers = []
@@ -67,17 +79,13 @@ def build_report(
             "weight_bits": 0,
             "macs": 0,
             "reuse": None,
+            "resources": estimate["layers"][plan.name],
         }
-        if isinstance(plan, DensePlan | ConvPlan):
+        if isinstance(plan, MAC_PLANS):
             params = int(plan.weights.size + plan.biases.size)
             weight_bits = int(plan.weights.size * plan.w.bits + plan.biases.size * plan.bias.bits)
             compressed_bits += weight_bits
-            macs = int(plan.weights.size) if isinstance(plan, DensePlan) else plan.macs
-            reuse = (
-                plan.reuse
-                if isinstance(plan, DensePlan)
-                else macs // max(1, plan.multipliers) // (plan.out_h * plan.out_w)
-            )
+            macs, reuse = _macs_reuse(plan)
             entry.update(
                 {
                     "input_format": rec.get("input_format"),
@@ -88,8 +96,8 @@ def build_report(
                     "weight_bits": weight_bits,
                     "macs": macs,
                     "reuse": reuse,
-                    "pe": plan.pe,
-                    "simd": plan.simd,
+                    "pe": plan.pes if isinstance(plan, SparseDensePlan) else plan.pe,
+                    "simd": 1 if isinstance(plan, SparseDensePlan) else plan.simd,
                     "multipliers": plan.multipliers,
                     "widths": {
                         "input": str(plan.inp),
@@ -107,7 +115,26 @@ def build_report(
                     },
                 }
             )
-            if isinstance(plan, DensePlan):
+            if isinstance(plan, SparseDensePlan):
+                entry["sparse"] = {
+                    "density": round(plan.density, 6),
+                    "pes": plan.pes,
+                    "index_bits": plan.index_bits,
+                    "csc_entries": plan.csc.entries,
+                    "padding_entries": plan.csc.padding,
+                }
+            if isinstance(plan, WinogradConvPlan):
+                entry["winograd"] = {"tile": plan.tile, "tiles": list(plan.tiles)}
+                entry.update(
+                    {
+                        "in_shape": [plan.channels_in, plan.in_h, plan.in_w],
+                        "out_shape": [plan.channels_out, plan.out_h, plan.out_w],
+                        "kernel": [3, 3],
+                        "stride": [1, 1],
+                        "groups": 1,
+                    }
+                )
+            elif isinstance(plan, DensePlan | SparseDensePlan):
                 entry.update({"in_features": plan.in_features, "out_features": plan.out_features})
             else:
                 entry.update(
@@ -151,13 +178,26 @@ def build_report(
         "hardware": {
             "latency_cycles": schedule.latency,
             "ii_cycles": schedule.ii,
-            "multipliers": sum(p.multipliers for p in schedule.layers if isinstance(p, DensePlan | ConvPlan)),
+            "multipliers": sum(p.multipliers for p in schedule.layers if isinstance(p, MAC_PLANS)),
             "resources": {"LUT": None, "FF": None, "DSP": None, "BRAM": None},
             "resources_source": None,
+            "estimate": {k: v for k, v in estimate.items() if k != "layers"},
         },
         "verification": {"csim": None, "rtl": None},
         "accuracy": accuracy,
     }
+
+
+def _macs_reuse(plan: Any) -> tuple[int, int]:
+    """(MACs per sample of the layer, cycles per multiplier: per sample for dense engines, per output
+    pixel for conv, per tile for Winograd, worst-case non-zeros per PE for sparse)."""
+    if isinstance(plan, DensePlan):
+        return int(plan.weights.size), plan.reuse
+    if isinstance(plan, SparseDensePlan):
+        return int(plan.weights.size), int(plan.csc.counts().sum(axis=1).max())
+    if isinstance(plan, WinogradConvPlan):
+        return int(plan.weights.size) * plan.out_h * plan.out_w, plan.nf * plan.sf
+    return plan.macs, plan.macs // max(1, plan.multipliers) // (plan.out_h * plan.out_w)
 
 
 def _fmt(port: Any) -> str:

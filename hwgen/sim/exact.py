@@ -8,6 +8,7 @@ the Schedule proves the hardware's accumulators are wide enough to be exact too.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -15,7 +16,22 @@ import numpy as np
 
 from hwgen.errors import FormatError, GraphError, UnsupportedOpError
 from hwgen.ir.graph import Graph, Node
-from hwgen.numerics import FixedPoint, NumberFormat, Overflow, Rounding, round_scaled
+from hwgen.numerics import (
+    Binary,
+    BlockCodes,
+    BlockFloat,
+    BlockLog,
+    BlockMinifloat,
+    Codes,
+    FixedPoint,
+    Minifloat,
+    NumberFormat,
+    Overflow,
+    QuantFormat,
+    Rounding,
+    Ternary,
+    round_scaled,
+)
 from hwgen.sim import integer_kernels, winograd_kernels
 from hwgen.sim.reference import check_input, real_counts, windows
 
@@ -221,6 +237,9 @@ def encode_input(graph: Graph, x: np.ndarray, name: str | None = None) -> np.nda
     if isinstance(graph.value(name).type.format, ScaledInt):
         imported = graph.value(name).type.format
         return imported.encode(x, rounding=Rounding.HALF_EVEN, overflow=Overflow.SATURATE)
+    if is_format_value(graph.value(name).type.format):
+        rounding = Rounding(graph.meta.get("input_rounding", Rounding.HALF_EVEN))
+        return encode_format(graph.value(name).type.format, x, rounding, format_block_axis(x.ndim))  # type: ignore[return-value]
     fmt = fixed_format(graph, name)
     rounding = Rounding(graph.meta.get("input_rounding", Rounding.HALF_EVEN))
     return fmt.encode(x, rounding=rounding, overflow=Overflow.SATURATE)
@@ -504,7 +523,8 @@ def _softmax(graph: Graph, node: Node, x: np.ndarray) -> np.ndarray:
 
 def run_codes(graph: Graph, codes: np.ndarray, keep: bool = False) -> dict[str, np.ndarray]:
     """Run input codes (batch first) through the quantized graph; returns output codes."""
-    env: dict[str, np.ndarray] = {graph.inputs[0]: np.asarray(codes, dtype=np.int64)}
+    first = codes if isinstance(codes, BlockCodes) else np.asarray(codes, dtype=np.int64)
+    env: dict[str, np.ndarray] = {graph.inputs[0]: first}  # type: ignore[dict-item]
     for node in graph.nodes:
         x = env[node.inputs[0]]
         op = node.op
@@ -521,6 +541,8 @@ def run_codes(graph: Graph, codes: np.ndarray, keep: bool = False) -> dict[str, 
                 node.attrs.get("min", -math.inf), node.attrs.get("max", math.inf), fixed_format(graph, node.inputs[0])
             )
             y = np.clip(x, lo, hi)
+        elif op in ("Dense", "Conv") and is_format_node(graph, node):
+            y = format_mac(graph, node, x)
         elif op in ("Dense", "Conv", "Affine") and not is_fixed_node(graph, node):
             y = _affine_scaled(graph, node, x) if op == "Affine" else _mac_scaled(graph, node, x)
         elif op == "Dense":
@@ -564,3 +586,174 @@ def run(graph: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
 def decode_outputs(graph: Graph, codes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Output codes -> exact float values."""
     return {k: value_format(graph, k).to_float(v) for k, v in codes.items()}
+
+
+# -- MAC layers in other number formats (mixed precision by configuration) -----------------------
+#: formats whose encode takes `axis`: the blocked axis (block formats) or the channel axis (binary/ternary)
+_BLOCKED = (BlockFloat, BlockMinifloat, BlockLog)
+_SCALED = (Binary, Ternary)
+
+
+def is_format_value(fmt: object) -> bool:
+    """True for a quantized format other than fixed point / imported scales (minifloat, block, binary...)."""
+    return isinstance(fmt, (Minifloat, *_BLOCKED, *_SCALED))
+
+
+def is_format_node(graph: Graph, node: Node) -> bool:
+    """A Dense/Conv whose weight, input or output is in a non-fixed number format (computed by `format_mac`)."""
+    if node.op not in ("Dense", "Conv"):
+        return False
+    return any(is_format_value(graph.value(v).type.format) for v in (node.inputs[0], node.inputs[1], node.outputs[0]))
+
+
+def format_block_axis(ndim: int) -> int:
+    """The axis a batch-first activation's shared fields run along: channels (1) of a [N, C, *spatial]
+    tensor (the reduction axis of the next Conv), else the last (the in-features of the next Dense)."""
+    return 1 if ndim >= 3 else ndim - 1
+
+
+def weight_matrix(w: np.ndarray) -> np.ndarray:
+    """A MAC weight as the [out, reduction] matrix the format engines see: Conv [M, C, *k] -> [M, (*k, C)]
+    (input channels moved last, so blocks run along the channels of each kernel tap)."""
+    w = np.asarray(w)
+    return w.reshape(w.shape[0], -1) if w.ndim <= 2 else np.moveaxis(w, 1, -1).reshape(w.shape[0], -1)
+
+
+def weight_from_matrix(mat: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of `weight_matrix` for a weight of `shape`."""
+    if len(shape) <= 2:
+        return np.asarray(mat).reshape(shape)
+    return np.moveaxis(np.asarray(mat).reshape(shape[0], *shape[2:], shape[1]), -1, 1)
+
+
+def encode_format(fmt: NumberFormat, x: np.ndarray, rounding: Rounding, axis: int) -> Codes:
+    """Codes of x in any quantized format, saturating; `axis` = blocked axis (block formats) or channel axis."""
+    if isinstance(fmt, FixedPoint):
+        return fmt.encode(x, rounding=rounding, overflow=Overflow.SATURATE)
+    if isinstance(fmt, (*_BLOCKED, *_SCALED)):
+        return fmt.encode(x, rounding=rounding, axis=axis)
+    if isinstance(fmt, Minifloat):
+        return fmt.encode(x, rounding=rounding)
+    raise FormatError(f"format {fmt} is not a quantized number format")
+
+
+def format_weight_codes(graph: Graph, node: Node) -> tuple[QuantFormat, Codes]:
+    """Weight format and codes of the [out, reduction] weight matrix; FormatError if the stored values
+    are not exactly the format's (the quantize pass and QAT export store exactly representable values)."""
+    fmt = graph.value(node.inputs[1]).type.format
+    mat = np.asarray(weight_matrix(graph.const(node.inputs[1])), dtype=np.float64)
+    codes = encode_format(fmt, mat, Rounding.HALF_EVEN, 0 if isinstance(fmt, _SCALED) else -1)
+    if not np.array_equal(fmt.to_float(codes), mat):
+        raise FormatError(
+            f"{node.describe()}: weight {node.inputs[1]!r} is not exactly representable in {fmt} "
+            "(blocks along the reduction axis, Conv channels last); quantize it with hwgen.passes.quantize_formats"
+        )
+    return fmt, codes
+
+
+def _per_element(codes: Codes) -> Codes:
+    """Block codes with the shared field expanded per element (axis None), so they can be sliced freely."""
+    if not isinstance(codes, BlockCodes):
+        return np.asarray(codes)
+    return BlockCodes(np.asarray(codes.elements), np.array(codes.shared_per_element()), None, 0)
+
+
+def _map_codes(codes: Codes, fn: Callable[[np.ndarray], np.ndarray]) -> Codes:
+    """Apply a layout function (reshape, window, slice) to the elements and the per-element shared field."""
+    c = _per_element(codes)
+    if isinstance(c, BlockCodes):
+        return BlockCodes(fn(c.elements), fn(c.shared), None, 0)
+    return fn(c)
+
+
+def _float_round_to_odd(acc: np.ndarray, lsb: int) -> np.ndarray:
+    """acc * 2**lsb as float64, rounded to odd at 53 bits: a later rounding to any format of at most
+    51 significant bits gives the correctly rounded result of the exact value (Boldo-Melquiond)."""
+    if acc.dtype != object and (acc.size == 0 or int(np.abs(acc).max()) < (1 << 53)):
+        return np.ldexp(acc.astype(np.float64), lsb)
+    out = []
+    for v in acc.reshape(-1):
+        a = abs(int(v))
+        n = max(0, a.bit_length() - 53)
+        q = a >> n
+        if n and (q << n) != a:
+            q |= 1
+        out.append(math.copysign(math.ldexp(q, lsb + n), int(v)))
+    return np.asarray(out, dtype=np.float64).reshape(acc.shape)
+
+
+def format_mac(graph: Graph, node: Node, x: Codes) -> Codes:
+    """A Dense/Conv in any formats: exact accumulator (`format_mac.dot_exact`, Conv by im2col) plus the
+    fixed-point bias, then one requantization to the output format with the node's rounding.
+
+    Fixed-point output: integer_kernels.requantize with the fused activation's clamp. Other output
+    formats: ReLU on the exact accumulator, then the format's own encode of the exact value
+    (round-to-odd float64 in between, so no double rounding), saturating; blocks along
+    `format_block_axis`. A fused Clip is refused for non-fixed outputs.
+    """
+    from hwgen.sim.format_mac import accumulator_spec, dot_exact
+
+    w_fmt, w_codes = format_weight_codes(graph, node)
+    a_fmt = graph.value(node.inputs[0]).type.format
+    out_fmt = graph.value(node.outputs[0]).type.format
+    b_fmt = fixed_format(graph, node.inputs[2])
+    b = b_fmt.encode_exact(graph.const(node.inputs[2])).reshape(-1)
+    w_codes = _per_element(w_codes)
+    k = int(np.prod(np.shape(w_codes.elements if isinstance(w_codes, BlockCodes) else w_codes)[1:]))
+    lsb = min(accumulator_spec(w_fmt, a_fmt, k, w_codes=w_codes).lsb, -b_fmt.frac)
+    if node.op == "Dense":
+        lead = (x.elements if isinstance(x, BlockCodes) else x).shape[:-1]
+        a = _map_codes(x, lambda t: np.asarray(t).reshape(-1, t.shape[-1]))
+        acc = dot_exact(w_fmt, w_codes, a_fmt, a, lsb=lsb).acc
+        shape = (*lead, acc.shape[-1])
+    else:
+        acc, shape = _format_conv_acc(node, w_fmt, w_codes, a_fmt, x, lsb)
+    acc = acc + (b.astype(object) << (-b_fmt.frac - lsb)) if acc.dtype == object else acc + (b << (-b_fmt.frac - lsb))
+    if isinstance(out_fmt, FixedPoint):
+        lo, hi = activation_bounds(node, out_fmt)
+        y = integer_kernels.requantize(acc, -lsb - out_fmt.frac, Rounding(node.attrs["rounding"]), lo, hi)
+        return _conv_layout(y, shape) if node.op == "Conv" else y.reshape(shape)
+    act = node.attrs.get("activation", "none")
+    if act not in ("none", "relu"):
+        raise UnsupportedOpError(f"{node.describe()}: a fused {act} before a {out_fmt} output; only ReLU is supported")
+    if act == "relu":
+        acc = np.maximum(acc, 0) if acc.dtype != object else np.where(acc > 0, acc, 0)
+    v = _float_round_to_odd(np.asarray(acc), lsb)
+    v = _conv_layout(v, shape) if node.op == "Conv" else v.reshape(shape)
+    return encode_format(out_fmt, v, Rounding(node.attrs["rounding"]), format_block_axis(v.ndim))
+
+
+def _format_conv_acc(
+    node: Node, w_fmt: QuantFormat, w_codes: Codes, a_fmt: QuantFormat, x: Codes, lsb: int
+) -> tuple[np.ndarray, tuple[int, ...]]:
+    """im2col in (kernel tap, channel) order (as `weight_matrix`), one dot_exact per group: [N*P, M]."""
+    from hwgen.sim.format_mac import dot_exact
+
+    xe = x.elements if isinstance(x, BlockCodes) else np.asarray(x)
+    pads = any(node.attrs.get("pads_begin", ())) or any(node.attrs.get("pads_end", ()))
+    if pads and isinstance(a_fmt, Binary):
+        raise UnsupportedOpError(f"{node.describe()}: zero padding has no code in {a_fmt} (binary is +-alpha)")
+    n, c = xe.shape[:2]
+    rank = xe.ndim - 2
+    win_shape: list[tuple[int, ...]] = []
+
+    def im2col(t: np.ndarray) -> np.ndarray:
+        win, _ = windows(t, node, 0)  # [N, C, *out, *k]; element code 0 is the value 0 here
+        win_shape.append(tuple(win.shape))
+        return np.moveaxis(win, 1, -1)  # [N, *out, *k, C]
+
+    cols = _map_codes(x, im2col)
+    out_sp = win_shape[0][2 : 2 + rank]
+    groups = node.attrs.get("group", 1)
+    cg = c // groups
+    m = (w_codes.elements if isinstance(w_codes, BlockCodes) else w_codes).shape[0]
+    mg = m // groups
+    p = n * int(np.prod(out_sp))
+    parts = []
+    for gi in range(groups):
+        a_g = _map_codes(cols, lambda t, gi=gi: t[..., gi * cg : (gi + 1) * cg].reshape(p, -1))
+        w_g = _map_codes(w_codes, lambda t, gi=gi: t[gi * mg : (gi + 1) * mg])
+        parts.append(dot_exact(w_fmt, w_g, a_fmt, a_g, lsb=lsb).acc)
+    if any(a.dtype == object for a in parts):
+        parts = [a.astype(object) for a in parts]
+    return np.concatenate(parts, axis=1), (n, m, *out_sp)

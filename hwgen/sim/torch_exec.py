@@ -200,11 +200,16 @@ def fake_quant(x: Tensor, fmt: NumberFormat, rounding: Rounding, axis: int | Non
 
 
 def fake_quant_weight(w: Tensor, fmt: NumberFormat, rounding: Rounding) -> Tensor:
-    """A MAC weight [out, ...] fake-quantized as a [out, in] matrix (in = every reduced axis), as the engines see it."""
+    """A MAC weight fake-quantized as the [out, in] matrix the engines and `exact.weight_matrix` see.
+
+    A Conv weight [M, C, *k] becomes [M, (*k, C)]: input channels last, so blocks run along the channels of
+    each kernel tap exactly as the quantize pass and the golden model block them.
+    """
     if isinstance(fmt, (FixedPoint, Float32)) or w.ndim < 2:
         return fake_quant(w, fmt, rounding)
-    flat = w.reshape(w.shape[0], -1)
-    return fake_quant(flat, fmt, rounding, weight_axis(fmt)).reshape(w.shape)
+    taps_first = w if w.ndim == 2 else w.movedim(1, -1)
+    flat = fake_quant(taps_first.reshape(w.shape[0], -1), fmt, rounding, weight_axis(fmt))
+    return flat.reshape(taps_first.shape) if w.ndim == 2 else flat.reshape(taps_first.shape).movedim(-1, 1)
 
 
 # -- helpers shared by both modes -----------------------------------------------------------------
@@ -494,7 +499,7 @@ class TorchExecutor(torch.nn.Module):
 
     def _encode_input(self, name: str, x: Tensor) -> Tensor:
         rounding = Rounding(self.graph.meta.get("input_rounding", Rounding.HALF_EVEN))
-        return fake_quant(x, self._fmt(name), rounding)
+        return fake_quant(x, self._fmt(name), rounding, exact.format_block_axis(x.ndim))
 
     # -- float kernels (the torch twin of sim.reference) ----------------------------------------
     def _float(self, node: Node, xs: list[Tensor]) -> Tensor:
@@ -585,7 +590,8 @@ class TorchExecutor(torch.nn.Module):
             v = y * _pow2(fmt.frac)
             codes = torch.clamp(round_codes(v, rounding), lo, hi)
             return ste(y, codes * _pow2(-fmt.frac), (v >= lo) & (v <= hi))
-        return fake_quant(_activation(node, y) if with_activation else y, fmt, rounding)
+        y = _activation(node, y) if with_activation else y
+        return fake_quant(y, fmt, rounding, exact.format_block_axis(y.ndim))  # blocks as sim.exact.format_mac
 
     def _quantized(self, node: Node, xs: list[Tensor]) -> Tensor:
         op, out = node.op, node.outputs[0]

@@ -714,8 +714,13 @@ def test_reduce_mean_over_spatial_axes_is_a_global_average_pool(tmp_path, keepdi
     axes = h.make_tensor("axes", onnx.TensorProto.INT64, [2], [2, 3])
     node = h.make_node("ReduceMean", ["x", "axes"], ["y"], name="rm", keepdims=keepdims)
     out_shape = ["N", 3, 1, 1] if keepdims else ["N", 3]
-    g = h.make_graph([node], "g", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 4, 5])],
-                     [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, out_shape)], [axes])
+    g = h.make_graph(
+        [node],
+        "g",
+        [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 4, 5])],
+        [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, out_shape)],
+        [axes],
+    )
     model = h.make_model(g, opset_imports=[h.make_opsetid("", 18)])
     x = np.random.default_rng(0).normal(size=(2, 3, 4, 5)).astype(np.float32)
     ir = import_onnx(model)
@@ -727,7 +732,11 @@ def test_reduce_mean_over_channels_is_refused() -> None:
     from onnx import helper as h
 
     node = h.make_node("ReduceMean", ["x"], ["y"], name="rm_c", axes=[1], keepdims=1)
-    g = h.make_graph([node], "g", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 4, 5])],
-                     [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 1, 4, 5])])
+    g = h.make_graph(
+        [node],
+        "g",
+        [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 4, 5])],
+        [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 1, 4, 5])],
+    )
     with pytest.raises(UnsupportedOpError, match=r"'rm_c' \(ReduceMean, opset 13\).*all spatial axes"):
         import_onnx(h.make_model(g, opset_imports=[h.make_opsetid("", 13)]))

@@ -1,12 +1,11 @@
 """Open place and route: nextpnr's report read back (fast), and tiny designs through Yosys +
 nextpnr-ecp5 / -ice40 (about 10 s each), including the `hwgen synth --flow ecp5` command.
 
-The bundled MLP is the benchmark, not a test (about 11 minutes: Yosys 1, nextpnr router2 10):
-    printf '[hardware]\\ntarget_ii = 2400\\nclock_mhz = 125.0\\n' > lenet85.toml  # 114 of 156 MULT18X18D
+The bundled models are the benchmark, not a test (benchmarks/ecp5_flow.py, many minutes):
     hwgen build models/lenet300/lenet300.onnx -o /tmp/lenet --calib models/lenet300/mnist_calib.npz \\
-        --config lenet85.toml
-    hwgen synth /tmp/lenet --flow ecp5 --device lfe5u-85f --router router2
-At the default reuse (342 multipliers) it does not fit: nextpnr stops at MULT18X18D 342/156.
+        --device lfe5u-85f
+    hwgen synth /tmp/lenet --flow ecp5 --device lfe5u-85f --clock-mhz 125
+At the default reuse (342 multipliers) it does not fit: `hwgen synth` refuses it before synthesis.
 """
 
 from __future__ import annotations
@@ -241,3 +240,17 @@ def test_synth_cli_refuses_a_device_of_another_family(tmp_path: Path) -> None:
     s = subprocess.run([*run, "synth", str(out), "--flow", "ecp5", "--device", "nope"], capture_output=True,
                        text=True, timeout=300)  # fmt: skip
     assert s.returncode == 2 and "unknown device 'nope'" in s.stderr and "lfe5u-85f" in s.stderr
+
+
+def test_synth_cli_refuses_what_cannot_fit_before_synthesis(tmp_path: Path) -> None:
+    """No Yosys run when the multipliers alone do not fit: the message says what to do."""
+    model = save_model(make_mlp_onnx([16, 8, 4], seed=5), tmp_path, "tiny.onnx")
+    out = tmp_path / "out"
+    run = [sys.executable, "-m", "hwgen"]
+    assert subprocess.run([*run, "build", str(model), "-o", str(out)], capture_output=True, timeout=300).returncode == 0
+    s = subprocess.run([*run, "synth", str(out), "--flow", "ice40", "--device", "ice40hx8k"], capture_output=True,
+                       text=True, timeout=300)  # fmt: skip
+    assert s.returncode == 2
+    line = s.stderr.replace("\n", " ")
+    assert "SB_MAC16 multipliers, ice40hx8k has 0:" in line and "--device ice40hx8k" in line
+    assert not (out / "pnr").exists()

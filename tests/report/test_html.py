@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import json
@@ -16,16 +15,15 @@ import pytest
 
 from conftest import LENET_CALIB, LENET_ONNX, make_mlp_onnx
 from hwgen.build import build
+from hwgen.cli import main
 from hwgen.config import BuildConfig
 from hwgen.errors import HwgenError
 from hwgen.ir.serialize import load_graph
 from hwgen.passes.huffman import build_code
 from hwgen.report.html import (
-    add_arguments,
     code_length_histogram,
     histogram_bins,
     render_html,
-    run_from_args,
     write_html_report,
 )
 
@@ -215,14 +213,12 @@ def test_histogram_bins_one_per_quantization_level() -> None:
     assert counts.tolist() == [1, 0, 4, 2, 0, 7, 0, 0, 3]
 
 
-def test_cli_helpers(tmp_path: Path) -> None:
+def test_cli_report_html(tmp_path: Path) -> None:
     out = _compress_dir(tmp_path)
-    p = argparse.ArgumentParser()
-    p.add_argument("out")
-    add_arguments(p)
-    assert run_from_args(p.parse_args([str(out)])) is None
+    assert main(["report", str(out)]) == 2  # a compress directory has no build summary to print
     assert not (out / "report.html").exists()
-    assert run_from_args(p.parse_args([str(out), "--html"])) == out / "report.html"
+    assert main(["report", str(out), "--html"]) == 0
+    assert (out / "report.html").is_file()
 
 
 # -- the browser -------------------------------------------------------------------------------------

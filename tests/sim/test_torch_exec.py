@@ -267,11 +267,15 @@ def test_registry_dispatches_on_format_type() -> None:
     ids=str,
 )
 def test_every_format_fake_quantizes_conv_weights_as_out_by_in_matrices(fmt, axis) -> None:
-    """Forward values are the format's own quantize of the [out, in] weight matrix (blocks along in, scales per out)."""
+    """Forward values are the format's own quantize of the [out, (kh, kw, in)] weight matrix (blocks along the input
+    channels of each kernel tap, scales per out), the layout the golden model blocks weights in."""
     w = np.random.default_rng(5).normal(0, 0.3, size=(6, 3, 3, 3))
     w[0, 0, 0, 0] = 1e4  # far beyond a minifloat's range: saturates
     kw = {} if axis is None else {"axis": axis}
-    want = fmt.quantize(w.reshape(6, -1), rounding=Rounding.HALF_EVEN, **kw).reshape(w.shape)
+    taps_first = np.moveaxis(w, 1, -1)
+    want = np.moveaxis(
+        fmt.quantize(taps_first.reshape(6, -1), rounding=Rounding.HALF_EVEN, **kw).reshape(taps_first.shape), -1, 1
+    )
     t = torch.as_tensor(w).requires_grad_(True)
     q = fake_quant_weight(t, fmt, Rounding.HALF_EVEN)
     np.testing.assert_array_equal(q.detach().numpy(), want)

@@ -1,0 +1,1 @@
+"""Mixed-precision design-space search: calibrated cost model, Optuna search, sensitivity."""
