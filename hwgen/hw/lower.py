@@ -232,12 +232,27 @@ def schedule_graph(graph: Graph, config: BuildConfig, top: str | None = None) ->
 
     With `hardware.device` set, the foldings are chosen to fit that device (hwgen.hw.resources.fit_device).
     """
+    _check_sparse_requests(graph, config)
     lower = functools.partial(_lower_dag if _is_dag(graph) else _lower_chain, graph, config, top)
     if config.hardware.device:
         from hwgen.hw.resources import fit_device
 
         return fit_device(graph, config, lower, ii_candidates(graph, config))
     return lower(config.hardware.target_ii or None)
+
+
+def _check_sparse_requests(graph: Graph, config: BuildConfig) -> None:
+    """`engine = "sparse"` (or pes / index_bits) on a layer that is not fully connected is a mistake, not a no-op."""
+    for node in graph.nodes:
+        layer = config.layer(node.name, node.onnx_name)
+        asked = [k for k in ("pes", "index_bits") if getattr(layer, k) is not None]
+        if layer.engine == "sparse":
+            asked.insert(0, 'engine = "sparse"')
+        if asked and node.op != "Dense":
+            raise ScheduleError(
+                f"{node.describe()}: {', '.join(asked)} configures the sparse engine, which computes fully "
+                f"connected (Dense/Gemm/MatMul) layers only; remove it from this layer's [layers] table"
+            )
 
 
 def ii_candidates(graph: Graph, config: BuildConfig) -> list[int]:

@@ -118,6 +118,11 @@ def test_sparse_dense_layer_in_a_cnn() -> None:
     assert report["layers"][-1]["sparse"]["pes"] == 2
 
 
+def test_sparse_engine_on_a_conv_is_refused_by_name() -> None:
+    with pytest.raises(ScheduleError, match=r"/stem/stem\.0/Conv.*engine = \"sparse\".*fully connected"):
+        _compile(RESCNN, {"layers": {"/stem/stem.0/Conv": {"engine": "sparse"}}})
+
+
 @pytest.fixture(scope="module")
 def rescnn_direct():
     return _compile(RESCNN, {})
