@@ -82,7 +82,11 @@ def test_schedule_totals_are_sums_of_layers(tiny_search_files: tuple[Path, Path]
 @pytest.mark.yosys
 @pytest.mark.slow
 def test_estimate_close_to_yosys_on_a_fresh_design(tmp_path: Path) -> None:
-    """A design outside the calibration set: DSP exact, LUT within 25%."""
+    """A design outside the calibration set: DSP exact, LUT within 40%.
+
+    The benchmark holds the mean error (held-out LUT MAPE 11% after the last recalibration); one design's error
+    can be larger (the calibration set's worst is 35%), so this bound only catches a model that no longer fits
+    the templates at all (stale coefficients gave 137% here)."""
     from hwgen.hw.rtl_emit import emit_rtl
     from hwgen.hw.yosys_synth import synth_yosys
 
@@ -91,4 +95,4 @@ def test_estimate_close_to_yosys_on_a_fresh_design(tmp_path: Path) -> None:
     got = synth_yosys(tmp_path / "rtl", sched.top, tmp_path / "syn")
     est = cost.CostModel.load().layer(sched.layers[0])
     assert est["DSP"] == got["DSP"]
-    assert cost.ape(est["LUT"], got["LUT"]) < 0.25
+    assert cost.ape(est["LUT"], got["LUT"]) < 0.4
