@@ -205,8 +205,8 @@ def _tree_levels(simd: int) -> list[dict[str, Any]]:
     return levels
 
 
-def _mac_widths(plan: DensePlan | ConvPlan) -> dict[str, Any]:
-    """Operand, product, accumulator and requantization widths shared by the dense and conv engines."""
+def _mac_operands(plan: DensePlan | ConvPlan | SparseDensePlan) -> dict[str, Any]:
+    """Operand, product, accumulator and requantization widths of every MAC engine (dense, conv, sparse)."""
     out_w = plan.out.bits
     req_w = requant_width(plan.acc.bits, plan.requant.shift, out_w)
     return {
@@ -228,6 +228,13 @@ def _mac_widths(plan: DensePlan | ConvPlan) -> dict[str, Any]:
         "req_w": req_w,
         "out_w": out_w,
         "rq": _requant_context(plan.requant, req_w, out_w),
+    }
+
+
+def _mac_widths(plan: DensePlan | ConvPlan) -> dict[str, Any]:
+    """`_mac_operands` plus the SIMD adder tree of the dense and conv engines."""
+    return {
+        **_mac_operands(plan),
         "tree_levels": _tree_levels(plan.simd),
         "tree_stages": timing.tree_stages(plan.simd),
     }
@@ -313,8 +320,6 @@ def sparse_context(plan: SparseDensePlan, top: str, fifo_module: str) -> dict[st
     """Everything sparse_dense.sv.j2 prints for one layer: widths, per-PE ROM words, bias constants."""
     _check_sparse(plan)
     enc = plan.csc
-    out_w = plan.out.bits
-    req_w = requant_width(plan.acc.bits, plan.requant.shift, out_w)
     max_entries = max(c.entries for c in enc.pe_columns)
     max_count = max(int(c.counts().max(initial=0)) for c in enc.pe_columns)
     ea_w, cnt_w, z_w = value_bits(max_entries), value_bits(max_count), plan.index_bits
@@ -354,23 +359,8 @@ def sparse_context(plan: SparseDensePlan, top: str, fifo_module: str) -> dict[st
         "m": plan.out_features,
         "pes": plan.pes,
         "rows": rows,
-        "inp": str(plan.inp),
-        "w": str(plan.w),
-        "prod": str(plan.prod),
-        "acc": str(plan.acc),
-        "bias": str(plan.bias),
-        "out": str(plan.out),
-        "inp_signed": plan.inp.signed,
-        "inp_w": plan.inp.bits,
-        "x_w": plan.inp.bits + (0 if plan.inp.signed else 1),
-        "w_w": plan.w.bits,
+        **_mac_operands(plan),
         "z_w": z_w,
-        "mul_w": plan.prod.bits + (0 if plan.prod.signed else 1),
-        "acc_w": plan.acc.bits,
-        "bias_w": plan.bias.bits,
-        "req_w": req_w,
-        "out_w": out_w,
-        "rq": _requant_context(plan.requant, req_w, out_w),
         "j_w": index_bits(plan.in_features),
         "qp_w": value_bits(plan.in_features),
         "ea_w": ea_w,
