@@ -113,7 +113,7 @@ def test_build_is_deterministic_and_complete(tmp_path: Path) -> None:
         assert r.returncode == 0, r.stderr
     a, b = tree_digest(tmp_path / "a"), tree_digest(tmp_path / "b")
     assert a == b
-    for needed in ("report.json", "build.json", "ir/graph.json", "hls/run_hls.tcl", "rtl/filelist.f"):
+    for needed in ("report.json", "report.html", "build.json", "ir/graph.json", "hls/run_hls.tcl", "rtl/filelist.f"):
         assert needed in a, sorted(a)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
 
