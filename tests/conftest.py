@@ -238,7 +238,7 @@ def postgres_url() -> Iterator[str]:
         shutil.chown(root, "postgres")
         os.chmod(root, 0o755)
     port = _free_port()
-    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
     init = [*prefix, initdb, "-D", str(data), "-A", "trust", "-U", user]
     start = [*prefix, pg_ctl, "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start"]
     if as_root and not os.stat("/dev/null").st_mode & 0o002:

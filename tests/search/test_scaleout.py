@@ -40,10 +40,17 @@ def _worker(files: tuple[Path, Path], storage: str, study: str, trials: int, out
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+_STORAGES: dict = {}
+
+
 def _trials(storage: str, study: str) -> list:
+    """The study's trials, read through one storage per URL: a storage per poll would open a new
+    connection pool each time and exhaust the server's client slots while the test polls."""
     import optuna
 
-    return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
+    if storage not in _STORAGES:
+        _STORAGES[storage] = optuna.storages.RDBStorage(storage)
+    return optuna.load_study(study_name=study, storage=_STORAGES[storage]).get_trials(deepcopy=False)
 
 
 def _wait_for(pred, timeout: float = 180.0) -> None:
@@ -51,7 +58,7 @@ def _wait_for(pred, timeout: float = 180.0) -> None:
     while time.monotonic() < end:
         if pred():
             return
-        time.sleep(0.05)
+        time.sleep(0.1)
     raise AssertionError("timed out")
 
 
