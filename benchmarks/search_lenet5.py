@@ -3,7 +3,7 @@
 Calibrates on 256 MNIST test images, measures accuracy on the next N (torch float64 executor,
 bit-identical to the golden model; the chosen point is re-measured with hwgen.sim.exact), seeds
 the study from the per-layer sensitivity, runs <= 100 TPE trials, then builds the chosen config
-with hwgen.build and verifies it bit-exact in C simulation on MNIST images.
+with hwgen.build and verifies it bit-exact in C simulation and RTL simulation on MNIST images.
 
     .venv/bin/python benchmarks/search_lenet5.py [--trials 100] [--val 1000] [--images 20]
 """
@@ -41,7 +41,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=100)
     ap.add_argument("--val", type=int, default=1000)
-    ap.add_argument("--images", type=int, default=20, help="images verified in C simulation")
+    ap.add_argument("--images", type=int, default=20, help="images verified in C simulation and RTL simulation")
+    ap.add_argument("--no-rtl", action="store_true", help="verify in C simulation only")
     args = ap.parse_args()
     out = RESULTS / "search_lenet5"
     shutil.rmtree(out, ignore_errors=True)
@@ -86,14 +87,22 @@ def main() -> None:
         calib = work / "calib.npz"
         np.savez(calib, x=x[:CALIB], y=y[:CALIB])
         b = build(MODEL, work / "build", cfg, calib=calib)
-        ver = run_verify(load_build(b.out_dir), csim=True, rtl=False, n=args.images, data=data, seed=0)
-        result.update({"chosen_golden_accuracy": golden, "csim": ver["csim"]})
+        ver = run_verify(load_build(b.out_dir), csim=True, rtl=not args.no_rtl, n=args.images, data=data, seed=0)
+        result.update({"chosen_golden_accuracy": golden, "csim": ver["csim"], "rtl": ver.get("rtl")})
+        rtl = ver.get("rtl")
+        rtl_text = (
+            f"; RTL simulation: {rtl['mismatches']} / {rtl['vectors']} mismatching images, "
+            f"{rtl['mismatched_bits']} bits, latency {rtl['latency_cycles']} cycles "
+            f"(model {rtl['latency_estimate']})"
+            if rtl
+            else ""
+        )
         ref = doc["reference_w8a8"]
         lines += [
             f"Chosen: area {doc['chosen_area_vs_w8a8']:.3f} x W8A8 ({1 - doc['chosen_area_vs_w8a8']:.1%} lower), "
             f"golden-model accuracy {100 * golden:.2f}% vs W8A8 {100 * ref['accuracy']:.2f}% "
             f"({args.val} images); C simulation: {ver['csim']['mismatches']} / {ver['csim']['vectors']} "
-            f"mismatching images, {ver['csim']['mismatched_bits']} bits. Search {t_search:.0f} s.",
+            f"mismatching images, {ver['csim']['mismatched_bits']} bits{rtl_text}. Search {t_search:.0f} s.",
         ]
     shutil.rmtree(work, ignore_errors=True)
     save("search_lenet5", result, "\n".join(lines) + "\n")
