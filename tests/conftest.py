@@ -6,14 +6,7 @@ otherwise, so the same model runs in onnxruntime (the independent float oracle) 
 
 from __future__ import annotations
 
-import glob
 import itertools
-import os
-import shlex
-import shutil
-import socket
-import subprocess
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -206,59 +199,16 @@ def mnist_calib() -> np.ndarray:
 
 
 # -- a throwaway PostgreSQL server (tests marked `postgres`: `hwgen search` workers sharing a study) ---------
-# initdb into a temporary folder, pg_ctl start on a free TCP port (and a socket in that folder), stopped at
-# the end of the session. PostgreSQL refuses to run as root, so as root the server runs as the `postgres`
-# user. Skips when the server binaries are missing (.ci/run installs Debian `postgresql`).
-def _pg_bin(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    hits = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return hits[-1] if hits else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
+# Skips when the server binaries are missing (.ci/run installs Debian `postgresql`).
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A postgresql:// URL of a fresh database on a private server."""
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if not initdb or not pg_ctl:
+    from hwgen.search import local_postgres
+
+    if not local_postgres.available():
         pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")
-    root = Path(tempfile.mkdtemp(prefix="hwgen_pg_"))
-    data = root / "data"
-    as_root = os.geteuid() == 0
-    user = "postgres" if as_root else os.environ.get("USER", "postgres")
-    prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
-    if as_root:
-        shutil.chown(root, "postgres")
-        os.chmod(root, 0o755)
-    port = _free_port()
-    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-    init = [*prefix, initdb, "-D", str(data), "-A", "trust", "-U", user]
-    start = [*prefix, pg_ctl, "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start"]
-    if as_root and not os.stat("/dev/null").st_mode & 0o002:
-        # some containers ship /dev/null without write permission for other users, which initdb and
-        # the server need: give them a writable sink in a private mount namespace
-        sink = root / "null"
-        sink.touch(mode=0o666)
-        os.chmod(sink, 0o666)
-        script = f"mount --bind {shlex.quote(str(sink))} /dev/null && {shlex.join(init)} && {shlex.join(start)}"
-        subprocess.run(
-            ["unshare", "-m", "--propagation", "private", "sh", "-c", script], check=True, capture_output=True, cwd=root
-        )
-    else:
-        subprocess.run(init, check=True, capture_output=True, cwd=root)
-        subprocess.run(start, check=True, capture_output=True, cwd=root)
-    try:
-        yield f"postgresql+psycopg2://{user}@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True, cwd=root)
-        shutil.rmtree(root, ignore_errors=True)
+    with local_postgres.temporary_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
