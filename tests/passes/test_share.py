@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import LENET_CALIB, LENET_ONNX, quant_config
+
 from hwgen.errors import ConfigError
 from hwgen.frontend import import_onnx
 from hwgen.numerics import FixedPoint

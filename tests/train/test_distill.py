@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import make_model
 from onnx import helper
 
-from conftest import make_model
 from hwgen.config import config_from_dict
 from hwgen.errors import ConfigError, DataError, GraphError
 from hwgen.frontend import import_onnx
