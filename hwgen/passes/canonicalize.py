@@ -10,6 +10,8 @@ Rewrite rules, applied until nothing changes:
   7. Dense/Conv -> Relu / Clip fuses as the activation (the hardware clamps during requantization).
   8. Reshape/Flatten that does not change the shape is removed.
   9. Add of two activations -> Relu fuses as the Add's activation.
+ 10. A constant Pad on the spatial axes folds into the Conv / MaxPool / AveragePool it feeds, when exact
+     (hwgen.passes.fold_pad, which says when).
 Rules 4-7 and 9 apply only when the first node's output has no other consumer and is not a
 graph output.
 Refuses: nothing; ops it does not rewrite are left as they are.
@@ -21,6 +23,7 @@ import numpy as np
 
 from hwgen.ir.graph import Graph, Node, TensorType, Value
 from hwgen.passes.base import NodeRecord, PassResult
+from hwgen.passes.fold_pad import fold_pads_inplace
 
 
 def _sole_consumer(g: Graph, value: str) -> Node | None:
@@ -201,5 +204,6 @@ def canonicalize(graph: Graph) -> PassResult:
     changed = False
     while _rewrite_once(g, records):
         changed = True
+    changed = fold_pads_inplace(g, records) or changed
     g.remove_unused()
     return PassResult(g, changed, records)

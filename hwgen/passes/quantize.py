@@ -79,7 +79,7 @@ def _set_format(g: Graph, name: str, fmt: FixedPoint) -> None:
 def quantize_fixed(graph: Graph, calib_x: np.ndarray, config: BuildConfig) -> PassResult:
     """Quantize a canonical graph to fixed point (see module docstring). Functional."""
     if graph.meta.get("imported_quant"):
-        return quantize_imported(graph)
+        return quantize_imported(graph, requant_arith=RequantArith(config.quantize.requant_arith))
     from hwgen.passes.quantize_formats import formats_requested, quantize_formats
 
     if formats_requested(config):  # per-layer number formats (mixed precision by configuration)
@@ -101,7 +101,7 @@ def quantize_fixed(graph: Graph, calib_x: np.ndarray, config: BuildConfig) -> Pa
         out_range = ranges[node.outputs[0]]
         node.attrs["rounding"] = str(q.rounding)
         consts = [i for i in node.inputs if g.values[i].is_const]
-        if consts and node.op in ("Add", "Sub", "Mul", "Div"):
+        if consts and node.op in ("Add", "Sub", "Mul", "Div", "BatchNormalization"):
             records.append(_quantize_affine(g, node, x_fmt, out_range, a_bits))
             continue
         if consts and node.op not in ("Dense", "Conv", "Pad"):
@@ -135,23 +135,16 @@ AFFINE_SCALE_BITS = 16
 
 
 def _quantize_affine(g: Graph, node: Node, x_fmt: FixedPoint, out_range: Range, a_bits: int) -> NodeRecord:
-    """Rewrite x (+|-|*|/) constant as Affine(x, m, a): y = requant(x * m + a), per-sample broadcast.
+    """Rewrite x (+|-|*|/) constant, or a BatchNormalization no Conv/Gemm absorbed, as
+    Affine(x, m, a): y = requant(x * m + a), per-sample broadcast.
 
     m is a 16-bit fixed-point scale (1 for Add/Sub), a an offset on the accumulator grid.
     """
     x_name = next(i for i in node.inputs if not g.values[i].is_const)
-    c_name = next(i for i in node.inputs if g.values[i].is_const)
-    c = np.asarray(g.const(c_name), dtype=np.float64)
-    first = node.inputs[0] == x_name
-    one, zero = np.ones_like(c), np.zeros_like(c)
-    if node.op == "Div" and (not first or np.any(c == 0)):
-        raise UnsupportedOpError(f"{node.describe()}: only division of an activation by a non-zero constant")
-    m, a = {
-        "Add": (one, c),
-        "Sub": (one, -c) if first else (-one, c),
-        "Mul": (c, zero),
-        "Div": (1.0 / c, zero),
-    }[node.op]
+    if node.op == "BatchNormalization":
+        m, a = _batchnorm_affine(g, node)
+    else:
+        m, a = _constant_affine(g, node, x_name)
     m_fmt = fixed_for_bound(float(np.abs(m).max()), AFFINE_SCALE_BITS, signed=True)
     m_codes = m_fmt.encode(m, rounding=Rounding.HALF_EVEN, overflow=Overflow.SATURATE)
     acc_frac = x_fmt.frac + m_fmt.frac
@@ -172,6 +165,33 @@ def _quantize_affine(g: Graph, node: Node, x_fmt: FixedPoint, out_range: Range, 
         "quantize_fixed",
         {"scale_format": m_fmt.name, "input_format": x_fmt.name, "act_format": out_fmt.name},
     )
+
+
+def _constant_affine(g: Graph, node: Node, x_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(m, a) of x (+|-|*|/) c."""
+    c_name = next(i for i in node.inputs if g.values[i].is_const)
+    c = np.asarray(g.const(c_name), dtype=np.float64)
+    first = node.inputs[0] == x_name
+    one, zero = np.ones_like(c), np.zeros_like(c)
+    if node.op == "Div" and (not first or np.any(c == 0)):
+        raise UnsupportedOpError(f"{node.describe()}: only division of an activation by a non-zero constant")
+    return {
+        "Add": (one, c),
+        "Sub": (one, -c) if first else (-one, c),
+        "Mul": (c, zero),
+        "Div": (1.0 / c, zero),
+    }[node.op]
+
+
+def _batchnorm_affine(g: Graph, node: Node) -> tuple[np.ndarray, np.ndarray]:
+    """(m, a) of an inference BatchNormalization: m = gamma / sqrt(var + eps), a = beta - mean * m,
+    shaped [C, 1, ...] to broadcast over the channel axis of a sample (axis 1 of the batch, as sim.reference)."""
+    x, gamma, beta, mean, var = (node.inputs[0], *(np.asarray(g.const(i), dtype=np.float64) for i in node.inputs[1:]))
+    if np.any(var + node.attrs.get("epsilon", 1e-5) <= 0):
+        raise UnsupportedOpError(f"{node.describe()}: variance + epsilon must be positive")
+    m = gamma / np.sqrt(var + node.attrs.get("epsilon", 1e-5))
+    shape = (-1,) + (1,) * (len(g.values[x].type.shape) - 1)  # per-sample shape: channels first
+    return m.reshape(shape), (beta - mean * m).reshape(shape)
 
 
 def _quantize_dense(g: Graph, node: Node, x_fmt: FixedPoint, out_range: Range, config: BuildConfig) -> NodeRecord:
@@ -249,7 +269,7 @@ class RequantArith(StrEnum):
     """How an imported layer's accumulator is scaled to its output codes."""
 
     INTEGER = "integer"  #: exact integer multiplier + shift (the hardware's arithmetic)
-    FLOAT32 = "float32"  #: onnxruntime's float32 product then half-even (golden model only)
+    FLOAT32 = "float32"  #: onnxruntime's float32 product then half-even (integer logic in hardware)
 
 
 def quantize_imported(

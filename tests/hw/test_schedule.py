@@ -360,14 +360,12 @@ def test_lowering_refuses_what_has_no_engine() -> None:
             {"h": ["N", 3], "y": ["N", 2]},
             w,
         )
-    with pytest.raises(UnsupportedOpError, match=r"node 'act' \(ONNX 'act', Softmax\): no hardware engine for Softmax"):
+    with pytest.raises(UnsupportedOpError, match=r"node 'act' \(ONNX 'act', Softmax\): softmax along axis 2"):
         lower(
-            [
-                helper.make_node("Softmax", ["x"], ["r"], name="act"),
-                helper.make_node("Gemm", ["r", "W"], ["y"], name="fc", transB=1),
-            ],
-            {"y": ["N", 3]},
-            w,
+            [helper.make_node("Softmax", ["x"], ["r"], name="act", axis=2)],
+            {"r": ["N", 3, 4, 5]},
+            {},
+            shape=(3, 4, 5),
         )
     with pytest.raises(ScheduleError, match=r"per-sample shape \[2, 4\] have no stream layout"):
         lower(

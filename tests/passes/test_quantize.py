@@ -398,6 +398,37 @@ def test_arithmetic_with_a_constant_becomes_affine(op: str, const_first: bool) -
     assert np.abs(got - ref).max() <= 2 * in_step + out_fmt.step + 1e-3 * np.abs(ref).max()
 
 
+@pytest.mark.parametrize("shape", [(3,), (3, 4, 4)])
+def test_standalone_batchnorm_becomes_a_per_channel_affine(shape: tuple[int, ...]) -> None:
+    """A BatchNormalization no Conv/Gemm absorbs (here after a ReLU) quantizes to a per-channel Affine
+    that follows the float BatchNorm, for vectors and for images (channels on axis 1), and lowers."""
+    from hwgen.hw.lower import schedule_graph
+
+    rng = np.random.default_rng(21)
+    c = shape[0]
+    params = {
+        "gamma": rng.uniform(0.5, 2.0, c),
+        "beta": rng.normal(size=c),
+        "mean": rng.normal(size=c),
+        "var": rng.uniform(0.2, 3.0, c),
+    }
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="act"),
+        helper.make_node("BatchNormalization", ["r", "gamma", "beta", "mean", "var"], ["y"], name="bn", epsilon=1e-3),
+    ]
+    g = canonical(make_model(nodes, {"x": ["N", *shape]}, {"y": ["N", *shape]}, params))
+    x = random_input(shape, 21, 64)
+    q = quantize_fixed(g, x, quant_config(act_bits=12)).graph
+    assert [n.op for n in q.nodes][-1] == "Affine"
+    ref = reference.run(g, x)[g.outputs[0]]
+    out_fmt = fmt(q, q.outputs[0])
+    got = out_fmt.to_float(exact.run(q, x)[q.outputs[0]])
+    in_step = fmt(q, q.inputs[0]).step
+    m_max = float((params["gamma"] / np.sqrt(params["var"] + 1e-3)).max())
+    assert np.abs(got - ref).max() <= m_max * in_step + out_fmt.step + 1e-3 * np.abs(ref).max()
+    schedule_graph(q, quant_config(act_bits=12))  # the per-channel Affine has a hardware engine
+
+
 def test_div_of_a_constant_by_an_activation_is_unsupported() -> None:
     nodes = [helper.make_node("Div", ["s", "x"], ["y"], name="inv")]
     g = canonical(make_model(nodes, {"x": ["N", 4]}, {"y": ["N", 4]}, {"s": np.array(2.0)}))
