@@ -12,8 +12,15 @@ trained briefly on MNIST (one thread). Exporters:
 For each: the fraction of output codes where hwgen's golden model (integer multiplier + shift, the
 hardware's arithmetic) equals the exporter, the fraction of images with every code equal, the same
 with the onnxruntime-compatible float32 requantization, and top-1 of exporter and hwgen.
+Hardware: every onnxruntime QDQ model (u8 act, s8 weights) and the brevitas QONNX models go through
+`hwgen build` (integer multiplier requant), then C simulation and RTL simulation (random
+back-pressure) against the golden model on MNIST test images; the onnxruntime models also in the
+float32-requant mode (scheduled and emitted directly: `hwgen build` has no key for it), checked
+against the golden model and against onnxruntime's own output codes; a model hwgen refuses is
+listed with the reason.
 
     .venv/bin/python benchmarks/qdq_import.py [--train 10000] [--test 10000] [--qonnx-images 200] [--csim 200]
+                                              [--rtl 200]
 """
 
 from __future__ import annotations
@@ -145,7 +152,9 @@ def train(model, x: np.ndarray, y: np.ndarray, epochs: int):
 
 
 # -- exporters --------------------------------------------------------------------------------
-def ort_rows(kind: str, net, work: Path, calib: np.ndarray, x: np.ndarray, y: np.ndarray) -> list[dict[str, Any]]:
+def ort_rows(
+    kind: str, net, work: Path, calib: np.ndarray, x: np.ndarray, y: np.ndarray, hw: tuple[int, int]
+) -> list[dict[str, Any]]:
     import onnxruntime as ort
     import torch
     from onnxruntime import quantization as oq
@@ -204,6 +213,9 @@ def ort_rows(kind: str, net, work: Path, calib: np.ndarray, x: np.ndarray, y: np
                 compare(q32, ours32, ref),
             )
         )
+        if act == "u8" and max(hw):
+            rows[-1]["hw"] = build_and_verify(qp, work, x, *hw)
+            rows[-1]["hw_float32"] = verify_float32(q32, work / f"{qp.stem}_f32", x, ref, *hw)
     return rows
 
 
@@ -245,7 +257,7 @@ def qonnx_exec(path: Path, x: np.ndarray) -> np.ndarray:
 
 
 def brevitas_rows(
-    kind: str, pow2: bool, net, work: Path, x: np.ndarray, y: np.ndarray, n_qonnx: int, n_csim: int
+    kind: str, pow2: bool, net, work: Path, x: np.ndarray, y: np.ndarray, n_qonnx: int, hw: tuple[int, int]
 ) -> list[dict[str, Any]]:
     import onnxruntime as ort
     import torch
@@ -261,8 +273,8 @@ def brevitas_rows(
     ours = golden(q, x)
     rows.append(row(kind, "brevitas export_qonnx", fmt, "brevitas torch forward", q, ours, fwd, y))
     rows.append(row(kind, "brevitas export_qonnx", fmt, "qonnx execute_onnx", q, ours, qonnx_exec(qp, x[:n_qonnx]), y))
-    if pow2 and n_csim:
-        rows[-1]["csim"] = build_and_csim(qp, work, x[:n_csim])
+    if max(hw):
+        rows[-1]["hw"] = build_and_verify(qp, work, x, *hw)
     if not pow2:
         cp = work / f"b_{kind}.qcdq.onnx"
         export_onnx_qcdq(net, torch.from_numpy(x[:1]), str(cp))
@@ -281,18 +293,73 @@ def brevitas_rows(
     return rows
 
 
-def build_and_csim(model: Path, work: Path, x: np.ndarray) -> dict[str, Any]:
-    """`hwgen build` of an all-fixed-point import, then C simulation against the golden model."""
+def build_and_verify(model: Path, work: Path, x: np.ndarray, n_csim: int, n_rtl: int) -> dict[str, Any]:
+    """`hwgen build` of an import (reloaded from disk, as `hwgen verify` does), then C simulation and RTL
+    simulation (random back-pressure) against the golden model; {"refused": message} when hwgen refuses."""
     from hwgen.build import build, load_build
     from hwgen.config import BuildConfig
+    from hwgen.errors import HwgenError
     from hwgen.verify import run_verify
 
-    data = work / "csim.npz"
-    np.savez(data, x=x)
     out = work / f"{model.stem}_build"
-    build(model, out, BuildConfig(), calib=data, force=True)
-    sec = run_verify(load_build(out), csim=True, rtl=False, n=len(x), data=data, backpressure="none", seed=SEED)
-    return sec["csim"]
+    try:
+        build(model, out, BuildConfig(), force=True)
+    except HwgenError as e:
+        return {"refused": f"{type(e).__name__}: {e}"}
+    res: dict[str, Any] = {}
+    for what, n in (("csim", n_csim), ("rtl", n_rtl)):
+        if n:
+            data = work / f"{what}.npz"
+            np.savez(data, x=x[:n])
+            sec = run_verify(load_build(out), csim=what == "csim", rtl=what == "rtl", n=n, data=data, seed=SEED)
+            res[what] = sec[what]
+    return res
+
+
+def verify_float32(q: Graph, out: Path, x: np.ndarray, ref: np.ndarray, n_csim: int, n_rtl: int) -> dict[str, Any]:
+    """The float32-requant graph (onnxruntime's arithmetic) in hardware: scheduled and emitted as `hwgen
+    build` does (its config has no requant_arith key yet), C simulation and RTL simulation (random
+    back-pressure) compared with the golden model and with onnxruntime's own output codes."""
+    from hwgen.config import BuildConfig
+    from hwgen.errors import HwgenError
+    from hwgen.hw.csim import run_csim
+    from hwgen.hw.hls_emit import emit_hls
+    from hwgen.hw.lower import schedule_graph
+    from hwgen.hw.rtl_emit import emit_rtl
+    from hwgen.hw.rtl_sim import run_rtl
+
+    try:
+        sched = schedule_graph(q, BuildConfig())
+    except HwgenError as e:
+        return {"refused": f"{type(e).__name__}: {e}"}
+    n = max(n_csim, n_rtl)
+    codes = exact.encode_input(q, x[:n]).reshape(n, -1)  # one input channel: NCHW is the stream order
+    gold = golden(q, x[:n])
+    ort_codes = to_codes(q, ref[:n])
+    res: dict[str, Any] = {"golden_vs_onnxruntime_mismatches": int((gold != ort_codes).sum()), "images": n}
+    emit_hls(sched, out / "hls", inputs=codes[:1], expected=gold[:1])
+    emit_rtl(sched, out / "rtl")
+    for what, k in (("csim", n_csim), ("rtl", n_rtl)):
+        if not k:
+            continue
+        if what == "csim":
+            got = run_csim(out / "hls", codes[:k], work_dir=out / "csim").outputs
+            sec: dict[str, Any] = {}
+        else:
+            r = run_rtl(out / "rtl", sched, codes[:k], work_dir=out / "rtl_work", backpressure="random", seed=SEED)
+            got = r.outputs
+            sec = {"latency_cycles": r.latency_cycles, "latency_estimate": sched.latency}
+        got = np.asarray(got).reshape(k, -1)
+        bits = sched.output.elem.bits
+        diff = (got.astype(np.int64) ^ gold[:k].astype(np.int64)) & ((1 << bits) - 1)
+        res[what] = {
+            "vectors": k,
+            "mismatched_bits": int(sum(bin(int(v)).count("1") for v in diff.reshape(-1))),
+            "codes_unequal_golden": int((got != gold[:k]).sum()),
+            "codes_unequal_onnxruntime": int((got != ort_codes[:k]).sum()),
+            **sec,
+        }
+    return res
 
 
 def pct(v: float | None) -> str:
@@ -304,7 +371,8 @@ def main() -> None:
     p.add_argument("--train", type=int, default=10000, help="MNIST training images")
     p.add_argument("--test", type=int, default=10000, help="MNIST test images compared")
     p.add_argument("--qonnx-images", type=int, default=200, help="images run one by one in qonnx/ORT(QCDQ)")
-    p.add_argument("--csim", type=int, default=200, help="images in C simulation of the fixed-point import")
+    p.add_argument("--csim", type=int, default=200, help="images in C simulation of each built model")
+    p.add_argument("--rtl", type=int, default=200, help="images in RTL simulation of each built model")
     args = p.parse_args()
     import torch
 
@@ -317,10 +385,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for kind in ("mlp", "cnn"):
-            rows += ort_rows(kind, train(float_model(kind), xtr, ytr, 2), work, calib, xte, yte)
+            hw = (args.csim, args.rtl)
+            torch.manual_seed(SEED)  # initial weights: the run is deterministic, model by model
+            rows += ort_rows(kind, train(float_model(kind), xtr, ytr, 2), work, calib, xte, yte, hw)
             for pow2 in (False, True):
+                torch.manual_seed(SEED)
                 net = train(brevitas_model(kind, pow2), xtr, ytr, 2)
-                rows += brevitas_rows(kind, pow2, net, work, xte, yte, args.qonnx_images, args.csim)
+                rows += brevitas_rows(kind, pow2, net, work, xte, yte, args.qonnx_images, hw)
     lines = [
         "| model | exporter | format | executed by | images | codes equal (integer requant) | images all equal "
         "| codes equal (float32 requant) | top-1 exporter | top-1 hwgen |",
@@ -332,12 +403,60 @@ def main() -> None:
             f"{pct(r['codes_equal'])} | {pct(r['images_equal'])} | {pct(r['codes_equal_float32_requant'])} | "
             f"{pct(r['top1_exporter'])} | {pct(r['top1_hwgen'])} |"
         )
-    csims = [r for r in rows if "csim" in r]
-    for r in csims:
-        c = r["csim"]
+    lines += [
+        "",
+        "Columns above: hwgen's golden model (`sim.exact` on the imported graph) against the exporter's own "
+        "execution (the 'executed by' column), output codes compared one by one over the first 'images' MNIST "
+        "test images; 'integer requant' is hwgen's exact multiplier + shift, 'float32 requant' the mode that "
+        "reproduces onnxruntime's float32 product (onnxruntime rows only).",
+        "",
+        "Hardware, integer requant: `hwgen build` of the model file, then `hwgen verify`'s C simulation and RTL "
+        "simulation (random back-pressure), each compared bit by bit with the golden model (integer requant) on "
+        "the first MNIST test images:",
+        "",
+        "| model | exporter | format | C sim vs golden: mismatching bits / images | RTL vs golden: mismatching bits "
+        "/ images | latency RTL / model (cycles) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in (r for r in rows if "hw" in r):
+        h = r["hw"]
+        if "refused" in h:
+            lines.append(f"| {r['model']} | {r['exporter']} | {r['format']} | refused: {h['refused']} | | |")
+            continue
+        c, t = h.get("csim"), h.get("rtl")
+        cs = f"{c['mismatched_bits']} / {c['vectors']}" if c else "-"
+        rs = f"{t['mismatched_bits']} / {t['vectors']}" if t else "-"
+        lat = f"{t['latency_cycles']} / {t['latency_estimate']}" if t else "-"
+        lines.append(f"| {r['model']} | {r['exporter']} | {r['format']} | {cs} | {rs} | {lat} |")
+    lines += [
+        "",
+        "Hardware, float32 requant (onnxruntime's arithmetic in integer logic), onnxruntime QDQ models: the "
+        "same engines scheduled and emitted from the float32-mode graph; C simulation and RTL simulation (random "
+        "back-pressure) compared with the golden model (mismatching bits) and with onnxruntime's output codes "
+        "(unequal codes); 'golden vs onnxruntime' counts unequal codes over the same images:",
+        "",
+        "| model | format | images | golden vs onnxruntime: unequal codes | C sim vs golden: mismatching bits "
+        "| C sim vs onnxruntime: unequal codes | RTL vs golden: mismatching bits | RTL vs onnxruntime: unequal "
+        "codes | latency RTL / model (cycles) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in (r for r in rows if "hw_float32" in r):
+        h = r["hw_float32"]
+        if "refused" in h:
+            lines.append(f"| {r['model']} | {r['format']} | refused: {h['refused']} | | | | | | |")
+            continue
+        c, t = h.get("csim"), h.get("rtl")
+        cells = [
+            f"{c['mismatched_bits']} / {c['vectors']}" if c else "-",
+            f"{c['codes_unequal_onnxruntime']}" if c else "-",
+            f"{t['mismatched_bits']} / {t['vectors']}" if t else "-",
+            f"{t['codes_unequal_onnxruntime']}" if t else "-",
+            f"{t['latency_cycles']} / {t['latency_estimate']}" if t else "-",
+        ]
         lines.append(
-            f"\n`hwgen build` + C simulation of the {r['model']} ({r['format']}) QONNX import: "
-            f"{c['mismatched_bits']} mismatching bits over {c['vectors']} MNIST images."
+            f"| {r['model']} | {r['format']} | {h['images']} | {h['golden_vs_onnxruntime_mismatches']} | "
+            + " | ".join(cells)
+            + " |"
         )
     md = "# QDQ / QONNX import: hwgen golden model vs the exporters' execution\n\n" + "\n".join(lines) + "\n"
     doc = {"provenance": provenance(SEED), "args": vars(args), "rows": rows, "seconds": time.perf_counter() - t0}

@@ -1,12 +1,13 @@
 """Scale-out: wall time of 2N search trials on one worker vs two workers sharing a PostgreSQL study.
 
 Starts a throwaway PostgreSQL server (Debian `postgresql`, hwgen.search.local_postgres), runs
-`python -m hwgen.search` on LeNet-300-100 (torch float64 accuracy on 300 images) with 2N trials
+`python -m hwgen.search` on LeNet-300-100 (torch float64 accuracy on --val images, 500 as in
+`hwgen search`) with 2N trials
 in one worker, then in two concurrent workers on a new study, and reports the ratio. One and two
 workers alternate `--repeat` times (each on its own study) and the medians are compared, so a burst
 of load from other users of the machine hits both sides alike; the load average is recorded.
 
-    .venv/bin/python benchmarks/search_scaleout.py [--n 30] [--repeat 3]
+    .venv/bin/python benchmarks/search_scaleout.py [--n 60] [--repeat 3] [--val 500]
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ MODEL = ROOT / "models" / "lenet300" / "lenet300.onnx"
 DATA = ROOT / "models" / "lenet300" / "mnist_test_1k.npz"
 
 
-def _workers(url: str, study: str, trials: int, n: int, out: Path) -> float:
+def _workers(url: str, study: str, trials: int, n: int, out: Path, val: int) -> float:
     cmd = [
         sys.executable,
         "-m",
@@ -46,7 +47,7 @@ def _workers(url: str, study: str, trials: int, n: int, out: Path) -> float:
         "--study",
         study,
         "--val",
-        "300",
+        str(val),
         "--engine",
         "torch",
     ]
@@ -62,8 +63,9 @@ def _workers(url: str, study: str, trials: int, n: int, out: Path) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=30, help="N: each study runs 2N trials")
+    ap.add_argument("--n", type=int, default=60, help="N: each study runs 2N trials")
     ap.add_argument("--repeat", type=int, default=3, help="alternating one-worker / two-worker runs")
+    ap.add_argument("--val", type=int, default=500, help="validation images per trial (hwgen search's default)")
     args = ap.parse_args()
     out = Path(tempfile.mkdtemp(prefix="scaleout_"))
     ones: list[float] = []
@@ -72,8 +74,8 @@ def main() -> None:
     try:
         with local_postgres.temporary_server() as url:
             for r in range(args.repeat):
-                ones.append(_workers(url, f"one{r}", 2 * args.n, 1, out))
-                twos.append(_workers(url, f"two{r}", 2 * args.n, 2, out))
+                ones.append(_workers(url, f"one{r}", 2 * args.n, 1, out, args.val))
+                twos.append(_workers(url, f"two{r}", 2 * args.n, 2, out, args.val))
                 print(f"run {r}: one worker {ones[-1]:.1f} s, two workers {twos[-1]:.1f} s", flush=True)
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -83,6 +85,7 @@ def main() -> None:
         "provenance": provenance(),
         "n": args.n,
         "trials": 2 * args.n,
+        "val_images": args.val,
         "repeat": args.repeat,
         "one_worker_s": [round(t, 2) for t in ones],
         "two_workers_s": [round(t, 2) for t in twos],

@@ -51,11 +51,14 @@ class BuildResult:
 
 
 def _calibration_data(graph: Graph, calib: Path | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The --calib samples (and labels), else random normal samples. A model quantized by its exporter
+    (QDQ/QONNX) keeps its own quantization and is not calibrated, so only a float model is warned about."""
     if calib is not None:
         return load_data(calib, graph)
-    log.warning(
-        "no --calib data: calibrating on %d random normal samples; pass --calib for accuracy", CALIB_RANDOM_SAMPLES
-    )
+    if not graph.meta.get("imported_quant"):
+        log.warning(
+            "no --calib data: calibrating on %d random normal samples; pass --calib for accuracy", CALIB_RANDOM_SAMPLES
+        )
     rng = np.random.default_rng(0)
     return rng.standard_normal((CALIB_RANDOM_SAMPLES, *graph.value(graph.inputs[0]).type.shape)), None
 

@@ -53,6 +53,9 @@ class QuantConfig:
     #: "minifloat<e4m3,bias=7,denorm>"); None = fixed point of weight_bits / act_bits
     weight_format: str | None = None
     act_format: str | None = None
+    #: imported (QDQ/QONNX) non-power-of-two scales: "integer" (exact multiplier + shift) or "float32"
+    #: (onnxruntime's float32 product, reproduced exactly in integer logic); other models ignore it
+    requant_arith: str = "integer"
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,8 @@ class HardwareConfig:
     sparse_threshold: float = 0.0
     #: rewrite 3x3 stride-1 group-1 convolutions as Winograd: "off", "2" (F(2x2,3x3)), "4", "auto"
     winograd: str = "off"
+    #: weight storage of every sparse-engine layer: "plain" (fixed width) or "huffman" (decoded on the fly)
+    weight_coding: str = "plain"
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,10 @@ class LayerConfig:
     engine: str | None = None  #: "dense" or "sparse" (EIE-style CSC engine); None = by sparse_threshold
     pes: int | None = None  #: processing elements of a sparse engine
     index_bits: int | None = None  #: relative-index width of a sparse engine's CSC encoding
+    #: "plain" or "huffman": a sparse engine's weight codes at fixed width or Huffman-coded; None = hardware's
+    weight_coding: str | None = None
+    #: longest Huffman code of a Huffman-coded sparse engine's weights (the decoder window); None = 16
+    max_code_length: int | None = None
     winograd: str | None = None  #: per-layer override of hardware.winograd
     weight_format: str | None = None  #: per-layer override of quantize.weight_format
     act_format: str | None = None  #: per-layer override of quantize.act_format
@@ -155,12 +164,20 @@ def _check(obj: Any, where: str) -> None:
         raise ConfigError(f"{where}.target_ii = {v}: must be >= 0")
     _check_choice(obj, "engine", ("dense", "sparse"), where)
     _check_choice(obj, "winograd", WINOGRAD_CHOICES, where)
+    _check_choice(obj, "weight_coding", WEIGHT_CODINGS, where)
+    _check_choice(obj, "requant_arith", REQUANT_ARITHS, where)
     v = getattr(obj, "pes", None)
     if v is not None and v < 1:
         raise ConfigError(f"{where}.pes = {v}: a sparse engine needs at least 1 processing element")
     v = getattr(obj, "index_bits", None)
     if v is not None and not 1 <= v <= 16:
         raise ConfigError(f"{where}.index_bits = {v}: relative indices are 1..16 bits wide")
+    v = getattr(obj, "max_code_length", None)
+    if v is not None:
+        from hwgen.passes.huffman import MAX_CODE_LENGTH
+
+        if not 2 <= v <= MAX_CODE_LENGTH:
+            raise ConfigError(f"{where}.max_code_length = {v}: Huffman codes of 2..{MAX_CODE_LENGTH} bits")
     v = getattr(obj, "sparse_threshold", None)
     if v is not None and not 0.0 <= v <= 1.0:
         raise ConfigError(f"{where}.sparse_threshold = {v}: a weight density, between 0 and 1")
@@ -176,6 +193,10 @@ def _check(obj: Any, where: str) -> None:
 
 
 WINOGRAD_CHOICES = ("off", "2", "4", "auto")
+#: hwgen.passes.quantize.RequantArith
+REQUANT_ARITHS = ("integer", "float32")
+#: how a sparse engine stores its weight codes (hwgen.hw.sparse.WEIGHT_CODINGS)
+WEIGHT_CODINGS = ("plain", "huffman")
 
 
 def _check_choice(obj: Any, name: str, choices: tuple[str, ...], where: str) -> None:

@@ -87,18 +87,19 @@ def test_layer_lookup_by_any_name() -> None:
         (
             {"quantize": {"weight_bit": 4}},
             r"\[quantize\]: unknown key\(s\) \['weight_bit'\]; allowed: \['act_bits', 'act_format', "
-            r"'calibration', 'input_bits', 'input_rounding', 'percentile', 'rounding', "
+            r"'calibration', 'input_bits', 'input_rounding', 'percentile', 'requant_arith', 'rounding', "
             r"'weight_bits', 'weight_format'\]",
         ),
         (
             {"hardware": {"clock": 1}},
             r"\[hardware\]: unknown key\(s\) \['clock'\]; allowed: \['clock_mhz', 'device', 'part', "
-            r"'sparse_threshold', 'target_ii', 'winograd'\]",
+            r"'sparse_threshold', 'target_ii', 'weight_coding', 'winograd'\]",
         ),
         (
             {"layers": {"fc1": {"bits": 4}}},
             r"\[layers\.fc1\]: unknown key\(s\) \['bits'\]; allowed: \['act_bits', 'act_format', "
-            r"'engine', 'index_bits', 'pes', 'reuse', 'weight_bits', 'weight_format', 'winograd'\]",
+            r"'engine', 'index_bits', 'max_code_length', 'pes', 'reuse', 'weight_bits', 'weight_coding', "
+            r"'weight_format', 'winograd'\]",
         ),
         ({"quantise": {}}, r"unknown section\(s\) \['quantise'\]; allowed: \['hardware', 'layers', 'quantize'\]"),
         ({"layers": 3}, r"\[layers\] must be a table"),
@@ -229,8 +230,12 @@ def test_hardware_device_is_validated_and_overridable() -> None:
     [
         ({"layers": {"fc1": {"engine": "systolic"}}}, r"\[layers\.fc1\]\.engine = 'systolic': must be one of"),
         ({"hardware": {"winograd": "3"}}, r"\[hardware\]\.winograd = '3': must be one of"),
+        ({"quantize": {"requant_arith": "float64"}}, r"\[quantize\]\.requant_arith = 'float64': must be one of"),
         ({"layers": {"fc1": {"pes": 0}}}, r"pes = 0: a sparse engine needs at least 1"),
         ({"layers": {"fc1": {"index_bits": 40}}}, r"index_bits = 40: relative indices are 1\.\.16 bits"),
+        ({"layers": {"fc1": {"max_code_length": 1}}}, r"fc1\]\.max_code_length = 1: Huffman codes of 2\.\.24"),
+        ({"layers": {"fc1": {"max_code_length": 25}}}, r"max_code_length = 25: Huffman codes of 2\.\.24 bits"),
+        ({"layers": {"fc1": {"max_code_length": "16"}}}, r"max_code_length: expected an integer"),
         ({"hardware": {"sparse_threshold": 1.5}}, r"sparse_threshold = 1\.5: a weight density"),
         ({"quantize": {"weight_format": "minifloat<e9m9>"}}, r"\[quantize\]\.weight_format = 'minifloat<e9m9>'"),
     ],
@@ -245,10 +250,16 @@ def test_engine_and_format_keys_parse() -> None:
         {
             "quantize": {"weight_format": "minifloat<e4m3,bias=7,denorm>"},
             "hardware": {"sparse_threshold": 0.25, "winograd": "auto"},
-            "layers": {"fc1": {"engine": "sparse", "pes": 4, "index_bits": 6, "act_format": "bfp<m7,e5,block=8>"}},
+            "layers": {
+                "fc1": {"engine": "sparse", "pes": 4, "index_bits": 6, "act_format": "bfp<m7,e5,block=8>"},
+                "fc2": {"engine": "sparse", "weight_coding": "huffman", "max_code_length": 2},
+                "fc3": {"weight_coding": "huffman", "max_code_length": 24},
+            },
         }
     )
     assert cfg.quantize.weight_format == "minifloat<e4m3,bias=7,denorm>"
     assert (cfg.hardware.sparse_threshold, cfg.hardware.winograd) == (0.25, "auto")
     fc1 = cfg.layer("fc1")
     assert (fc1.engine, fc1.pes, fc1.index_bits, fc1.act_format) == ("sparse", 4, 6, "bfp<m7,e5,block=8>")
+    assert fc1.max_code_length is None  # the build's default (16) applies
+    assert (cfg.layer("fc2").max_code_length, cfg.layer("fc3").max_code_length) == (2, 24)  # limits are inclusive

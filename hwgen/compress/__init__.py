@@ -27,5 +27,8 @@ Files in OUT (read by hwgen.report's HTML report; keep in step):
   value_symbol_counts}], "totals": {weights, biases, nonzeros, density, float32_bits,
   weight_storage_bits, bias_bits, total_bits, compression_vs_float32,
   weights_only_compression_vs_float32, storage_bits {...}}, "onnx", "build_config"}.
-- `compressed.onnx` (QDQ, see hwgen.compress.onnx_export), `hwgen.toml`, `ir/` (the final graph).
+- `compressed.onnx` (QDQ, see hwgen.compress.onnx_export), `ir/` (the final graph), and `hwgen.toml`, the
+  build config of compressed.onnx: every pruned Dense layer as `[layers."NAME"] engine = "sparse"`; with an
+  encode stage also `weight_coding = "huffman"` (per-PE Huffman-decoded weights, hwgen.hw.sparse) with the
+  stage's `max_code_length` and `index_bits`.
 """

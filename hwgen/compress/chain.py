@@ -248,7 +248,7 @@ def finish(
         try:
             onnx_path = export_qdq(g, out / "compressed.onnx", model_name=recipe.name)
             doc["onnx"] = onnx_path.name
-            (out / "hwgen.toml").write_text(_build_toml(recipe))
+            (out / "hwgen.toml").write_text(_build_toml(recipe, g))
             doc["build_config"] = "hwgen.toml"
         except HwgenError as e:
             log(f"no ONNX export: {e}")
@@ -265,8 +265,12 @@ def finish(
     return doc
 
 
-def _build_toml(recipe: Recipe) -> str:
-    return (
+def _build_toml(recipe: Recipe, g: Graph) -> str:
+    """The build config of compressed.onnx: every pruned fully connected layer on the sparse engine
+    (convolutions stay dense). With an encode stage, its hardware form: weight codes Huffman-coded per
+    PE with the stage's code-length limit, and CSC relative indices of the stage's width."""
+    enc = next((st for st in recipe.stages if isinstance(st, EncodeStage)), None)
+    text = (
         f"# hwgen build config written by `hwgen compress` (recipe {recipe.name}).\n"
         "# The quantization is carried by compressed.onnx itself (QDQ: exact codes and power-of-two scales),\n"
         "# so the build keeps it (hwgen.frontend.qdq) and needs no calibration data:\n"
@@ -274,6 +278,23 @@ def _build_toml(recipe: Recipe) -> str:
         "[hardware]\n"
         "target_ii = 0\n"
     )
+    coding = "weight codes Huffman-coded per PE" if enc is not None else "plain weight codes (no encode stage)"
+    for n in g.nodes:
+        w = g.const(n.inputs[1]) if n.op == "Dense" else None
+        if w is not None and np.count_nonzero(w) < w.size:
+            density = np.count_nonzero(w) / w.size
+            text += (
+                f"\n# {density:.2%} of the weights kept: EIE-style sparse engine, {coding}\n"
+                f"[layers.{json.dumps(n.name)}]\n"
+                'engine = "sparse"\n'
+            )
+            if enc is not None:
+                text += (
+                    'weight_coding = "huffman"\n'
+                    f"max_code_length = {enc.max_code_length}  # the encode stage's code-length limit\n"
+                    f"index_bits = {enc.index_bits}  # the encode stage's relative-index width\n"
+                )
+    return text
 
 
 __all__ = ["compress", "load_chain_data", "load_checkpoint", "save_checkpoint"]

@@ -45,9 +45,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hwgen.hw import sparse, winograd
+from hwgen.hw import channel_affine, softmax, sparse, winograd
 from hwgen.hw.plan import (
     AddPlan,
+    ChannelAffinePlan,
     ConcatPlan,
     ConvPlan,
     DensePlan,
@@ -55,6 +56,7 @@ from hwgen.hw.plan import (
     ForkPlan,
     LutPlan,
     PoolPlan,
+    SoftmaxPlan,
     WinogradConvPlan,
 )
 from hwgen.hw.timing import EngineTiming, dense_pipeline, dense_timing
@@ -363,6 +365,10 @@ def engine_beats(p: EnginePlan, offers: list[np.ndarray]) -> np.ndarray:
         return _one_per_edge(np.maximum(offers[0], offers[1])) + ADD_STAGES
     if isinstance(p, LutPlan):
         return _one_per_edge(offers[0]) + LUT_STAGES
+    if isinstance(p, SoftmaxPlan):
+        return softmax.softmax_beats(p, offers[0])
+    if isinstance(p, ChannelAffinePlan):
+        return channel_affine.channel_affine_beats(p, offers[0])
     if isinstance(p, ForkPlan):
         return _one_per_edge(offers[0]) + FORK_STAGES
     if isinstance(p, ConcatPlan):
@@ -388,6 +394,10 @@ def engine_timing(p: EnginePlan) -> EngineTiming:
         return elementwise_timing(p.count, ADD_STAGES)
     if isinstance(p, LutPlan):
         return elementwise_timing(p.count, LUT_STAGES)
+    if isinstance(p, SoftmaxPlan):
+        return softmax.softmax_timing(p)
+    if isinstance(p, ChannelAffinePlan):
+        return channel_affine.channel_affine_timing(p)
     if isinstance(p, ForkPlan):
         return elementwise_timing(p.count, FORK_STAGES)
     if isinstance(p, ConcatPlan):

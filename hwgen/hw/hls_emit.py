@@ -31,10 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from hwgen.errors import ConfigError, DataError, ScheduleError
-from hwgen.hw import winograd
+from hwgen.hw import channel_affine, softmax, winograd
 from hwgen.hw.names import comment_safe, legalize
 from hwgen.hw.plan import (
     AddPlan,
+    ChannelAffinePlan,
     ConcatPart,
     ConcatPlan,
     ConvPlan,
@@ -46,6 +47,7 @@ from hwgen.hw.plan import (
     PoolPlan,
     Requant,
     Schedule,
+    SoftmaxPlan,
     Stream,
     StreamPort,
     WinogradConvPlan,
@@ -115,6 +117,11 @@ class RequantSpelling:
     hi: str
     scaled: bool = False  #: imported scales: acc * RQ_M[c] + RQ_B[c] in `prod_t` comes first
     prod_t: str = ""  #: the ap_int type holding acc * M0 + offset exactly (scaled only)
+    float32: bool = False  #: onnxruntime's float32 requant in integers; RQ_B holds the shift n per channel
+    f_a_w: int = 0  #: float32: |acc| bits with a carry bit (Requant.float32_widths)
+    f_q_w: int = 0  #: float32: |acc| * M bits with a carry bit
+    f_t_w: int = 0  #: float32: the final half-even sum's bits
+    f_acc_round: bool = False  #: float32: |acc| may reach 2**24 (float32(acc) rounds)
 
 
 @dataclass(frozen=True)
@@ -252,6 +259,28 @@ class SparseSpelling:
     b_rom: Rom  #: [PES][ROWS] biases of rows r*PES + pe
     requant: RequantSpelling
     summary: str  #: one line saying what the engine computes
+    huff: HuffmanSpelling | None = None  #: Huffman-coded weights (then v_rom is unused)
+
+
+@dataclass(frozen=True)
+class HuffmanSpelling:
+    """A Huffman-fed sparse engine's streams and decoder tables (hwgen.hw.huffman.HuffmanWeights)."""
+
+    word_bits: int  #: W (a power of two)
+    pos_bits: int  #: log2(W)
+    window: int  #: L: the longest code
+    len_bits: int  #: bits of a code length 1..L
+    rank_bits: int
+    bit_bits: int  #: bits of a bit address {word, bit in word}
+    words: int  #: stream words per PE (the largest PE's, zero padded)
+    symbols: int  #: coded symbols (entries of T)
+    len_base: int  #: code length before any comparator (limits of 0 always count)
+    limits: list[tuple[int, str]]  #: (length l, hex limit) of the comparators
+    deltas: list[int]  #: (offset - first)[l] mod 2**rank_bits for l = 1..L
+    s_rom: Rom  #: [PES][words] stream words
+    c_rom: Rom  #: [PES][K] first code bit of each column
+    t_rom: Rom  #: [symbols] weight code of each canonical rank
+    summary: str
 
 
 #: the engine kind each plan type is emitted as (templates/hls/<kind>.h.j2)
@@ -265,6 +294,8 @@ ENGINES: dict[type, str] = {
     ForkPlan: "fork",
     ConcatPlan: "concat",
     LutPlan: "lut",
+    SoftmaxPlan: "softmax",
+    ChannelAffinePlan: "channel_affine",
 }
 
 
@@ -275,6 +306,8 @@ def _where(plan: EnginePlan) -> str:
 def requant_spelling(rq: Requant, acc: IntType, where: str) -> RequantSpelling:
     """The widths of the explicit rounding arithmetic, from the accumulator's width and the shift."""
     a = acc.bits + (0 if acc.signed else 1)  # a signed type holding every acc value
+    if rq.float32:
+        return _float32_spelling(rq, acc, where)
     if rq.scaled:
         if rq.prod_type is None:
             raise ScheduleError(f"{where}: a requantization multiplier without a product type; rebuild the plan")
@@ -296,12 +329,38 @@ def requant_spelling(rq: Requant, acc: IntType, where: str) -> RequantSpelling:
     )
 
 
-def requant_roms(rq: Requant, nf: int, pe: int, where: str) -> dict[str, Rom]:
-    """The per-channel multiplier and offset ROMs of a scaled requant ([nf][p], like the bias ROM); {} otherwise."""
+def _float32_spelling(rq: Requant, acc: IntType, where: str) -> RequantSpelling:
+    """onnxruntime's float32 requant in integer steps (integer_kernels.requantize_float32_integer)."""
+    w = rq.float32_widths(acc.bits)
+    if w.t_bits + 1 > AP_INT_MAX_W:
+        raise ScheduleError(f"{where}: float32 requantization needs {w.t_bits + 1} bits, over ap_int's {AP_INT_MAX_W}")
+    return RequantSpelling(
+        mode=Rounding.HALF_EVEN.name,
+        shift=rq.shift,
+        wide=f"ap_int<{w.t_bits + 1}>",
+        half="0",
+        lo=c_int(rq.lo),
+        hi=c_int(rq.hi),
+        scaled=True,
+        float32=True,
+        f_a_w=w.a_bits,
+        f_q_w=w.q_bits,
+        f_t_w=w.t_bits,
+        f_acc_round=w.acc_round,
+    )
+
+
+def requant_roms(rq: Requant, nf: int, pe: int, where: str, acc: IntType | None = None) -> dict[str, Rom]:
+    """The per-channel multiplier and offset ROMs of a scaled requant ([nf][p], like the bias ROM); {} otherwise.
+
+    float32 requants keep the bias in the accumulator: their second ROM holds the shift n per channel
+    (capped by the accumulator `acc`'s widths)."""
     if not rq.scaled:
         return {}
+    if rq.float32 and acc is None:
+        raise ScheduleError(f"{where}: a float32 requantization's shift ROM needs the accumulator type")  # internal
     m = np.array(rq.multiplier, dtype=np.int64)
-    o = np.array(rq.offset, dtype=np.int64)
+    o = np.array(rq.float32_widths(acc.bits).shifts if rq.float32 and acc else rq.offset, dtype=np.int64)
     m_t = IntType(max(1, int(m.max()).bit_length()), False)
     o_t = IntType(signed_bits_for(int(min(o.min(), 0)), int(max(o.max(), 0))), True)
     return {"m_rom": _rom(m.reshape(nf, pe), m_t, where), "o_rom": _rom(o.reshape(nf, pe), o_t, where)}
@@ -339,7 +398,7 @@ def dense_spelling(plan: DensePlan) -> DenseSpelling:
         w_rom=_rom(words, plan.w, where),
         b_rom=_rom(plan.biases.reshape(nf, pe), plan.bias, where),
         requant=requant_spelling(plan.requant, plan.acc, where),
-        **requant_roms(plan.requant, nf, pe, where),
+        **requant_roms(plan.requant, nf, pe, where, plan.acc),
     )
 
 
@@ -360,6 +419,7 @@ def sparse_spelling(plan: SparseDensePlan) -> SparseSpelling:
         bias[p, : local.size] = local
     z_t = IntType(max(1, plan.index_bits), False)
     p_t = IntType(max(1, int(ptrs.max()).bit_length()), False)
+    huff = None if plan.huffman is None else huffman_spelling(plan, where)
     return SparseSpelling(
         in_t=ap_type(plan.inp),
         w_t=ap_type(plan.w),
@@ -377,6 +437,43 @@ def sparse_spelling(plan: SparseDensePlan) -> SparseSpelling:
             f"{plan.name} (ONNX '{comment_safe(plan.source)}'): sparse dense {plan.in_features}->{plan.out_features} "
             f"PEs={plan.pes} index={plan.index_bits}b density={100 * plan.density:.1f}% "
             f"entries={enc.entries} (padding {enc.padding}) acc={plan.acc}"
+            + ("" if huff is None else f" weights=huffman<={huff.window}b")
+        ),
+        huff=huff,
+    )
+
+
+def huffman_spelling(plan: SparseDensePlan, where: str) -> HuffmanSpelling:
+    """The ROMs and decoder tables of a sparse engine whose weight codes are Huffman streams."""
+    from hwgen.hw.huffman import check_weights
+
+    hw = plan.huffman
+    assert hw is not None
+    check_weights(hw, plan.csc, where)
+    n_words = max(hw.words(p).size for p in range(plan.pes))
+    words = np.zeros((plan.pes, n_words), dtype=np.int64)
+    for p in range(plan.pes):
+        w = hw.words(p)
+        words[p, : w.size] = w
+    window, limits = hw.window, hw.limits()
+    return HuffmanSpelling(
+        word_bits=hw.word_bits,
+        pos_bits=(hw.word_bits - 1).bit_length(),
+        window=window,
+        len_bits=window.bit_length(),
+        rank_bits=hw.rank_bits,
+        bit_bits=hw.bit_addr_bits,
+        words=n_words,
+        symbols=int(hw.code.sorted_symbols.size),
+        len_base=1 + sum(1 for v in limits if v == 0),
+        limits=[(lv, format(v, "x")) for lv, v in enumerate(limits, start=1) if 0 < v < (1 << window)],
+        deltas=hw.deltas(),
+        s_rom=_rom(words, IntType(hw.word_bits, False), where),
+        c_rom=_rom(hw.col_bits[:, :-1], IntType(hw.bit_addr_bits, False), where),
+        t_rom=_rom(hw.rank_values, plan.w, where),
+        summary=(
+            f"one canonical Huffman code of {hw.code.sorted_symbols.size} symbols, codes of 1..{window} bits: "
+            f"{hw.payload_bits} code bits for {hw.entries} entries (entropy bound {hw.entropy_bits:.1f})"
         ),
     )
 
@@ -413,7 +510,7 @@ def conv_spelling(plan: ConvPlan) -> ConvSpelling:
         w_rom=_rom(words, plan.w, where),
         b_rom=_rom(plan.biases.reshape(nf, pe), plan.bias, where),
         requant=requant_spelling(plan.requant, plan.acc, where),
-        **requant_roms(plan.requant, nf, pe, where),
+        **requant_roms(plan.requant, nf, pe, where, plan.acc),
     )
 
 
@@ -495,6 +592,10 @@ def spelling(plan: EnginePlan) -> object:
         return concat_spelling(plan)
     if isinstance(plan, LutPlan):
         return lut_spelling(plan)
+    if isinstance(plan, SoftmaxPlan):
+        return softmax.hls_spelling(plan)
+    if isinstance(plan, ChannelAffinePlan):
+        return channel_affine.hls_spelling(plan)
     raise ScheduleError(f"{_where(plan)}: the HLS backend has no template for engine '{plan.engine}'")
 
 
@@ -517,7 +618,7 @@ def engine_ports(p: EnginePlan) -> tuple[list[Port], list[Port]]:
     if isinstance(p, ConcatPlan):
         total = p.pixels * sum(part.channels for part in p.parts)
         return [(part.inp, p.pixels * part.channels) for part in p.parts], [(p.out, total)]
-    if isinstance(p, LutPlan):
+    if isinstance(p, LutPlan | SoftmaxPlan | ChannelAffinePlan):
         return [(p.inp, p.count)], [(p.out, p.count)]
     raise ScheduleError(f"{_where(p)}: the HLS backend has no template for engine '{p.engine}'")
 
@@ -626,6 +727,10 @@ def _check_engine(p: EnginePlan) -> None:
         if size > 1 << MAX_LUT_BITS:
             raise ScheduleError(f"{where}: a {size}-entry table; the HLS backend takes at most 2^{MAX_LUT_BITS}")
         _check_rom(p.table, p.out, where, "table")
+    elif isinstance(p, SoftmaxPlan):
+        softmax.check_plan(p)
+    elif isinstance(p, ChannelAffinePlan):
+        channel_affine.check_plan(p)
     if isinstance(p, DensePlan | ConvPlan | SparseDensePlan):
         _check_rom(p.weights, p.w, where, "weights")
         _check_rom(p.biases, p.bias, where, "biases")

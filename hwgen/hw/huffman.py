@@ -19,6 +19,9 @@ Architecture (templates/rtl/huffman_decoder.sv.j2; the HLS view computes the sam
 Every stage moves when the output register is empty or the sink takes it (one global enable):
 with a free-flowing sink one symbol leaves per cycle.
 
+The same decoding steps also feed the sparse engine (hwgen.hw.sparse, `weight_coding = "huffman"`):
+`HuffmanWeights` holds its per-PE streams, seekable at every column start (`code_weights`).
+
 Cycle model (edges counted from the first rising edge with ap_rst_n high, edge 0): symbol i of the
 endless sequence of passes is offered from edge `latency + i` on; it is accepted at the first
 edge e >= max(accept_{i-1} + 1, latency + i) where the sink is ready.
@@ -35,11 +38,21 @@ from typing import Any
 
 import numpy as np
 
-from hwgen.errors import ScheduleError, ToolError
+from hwgen.errors import HwgenError, ScheduleError, ToolError
 from hwgen.hw.names import legalize
 from hwgen.hw.render import render
 from hwgen.hw.schedule import clog2, model_hash, signed_bits_for
-from hwgen.passes.huffman import HuffmanStream, decode
+from hwgen.passes.encode_sparse import CscEncoding
+from hwgen.passes.huffman import (
+    MAX_CODE_LENGTH,
+    HuffmanCode,
+    HuffmanStream,
+    code_symbols,
+    decode,
+    encode,
+    entropy_bits,
+    limited_lengths,
+)
 
 #: stages of the decoder without a codebook (loop, rank, symbol table)
 DECODE_STAGES = 3
@@ -283,13 +296,237 @@ def run_decoder_csim(plan: HuffmanDecoderPlan, work_dir: Path, passes: int = 1) 
         return np.loadtxt(out, dtype=np.int64, ndmin=1)
 
 
+# -- Huffman-coded weights of the sparse engine -----------------------------------------------------
+#: PE pipeline stages a Huffman-fed sparse engine adds: the (canonical rank -> weight code) table read
+HUFFMAN_PE_STAGES = 1
+#: default longest code of a weight stream (the decoder window: one comparator per length)
+DEFAULT_WEIGHT_MAX_LEN = 16
+#: zero words stored after a stream's last payload word: a seek or a prefetch never reads past the ROM
+PAD_WORDS = 2
+
+
+@dataclass(frozen=True, eq=False)
+class HuffmanWeights:
+    """A sparse engine's CSC weight codes, Huffman-coded: one canonical code per layer, one stream per PE.
+
+    Why seekable streams: the engine walks only the columns of non-zero activations, so each PE's
+    stream restarts at any column: col_bits[p, j] is the bit where column j's first code starts
+    in PE p's stream (the column ROM holds it beside the entry pointer and count). Symbols are
+    `code_symbols` of the entries' weight codes (0 = the padding zero); the decoder's table maps a
+    code's canonical rank straight to its weight code. Relative row indices stay plain.
+    """
+
+    code: HuffmanCode  #: max_len = the longest code used (>= 2): the decoder window
+    codebook: np.ndarray = field(repr=False)  #: int64 [alphabet]: weight code of each symbol
+    streams: tuple[HuffmanStream, ...] = field(repr=False)  #: per PE: its entries, column by column
+    col_bits: np.ndarray = field(repr=False)  #: int64 [P, K + 1]: first bit of each column (K: the end)
+    entries: int  #: CSC entries coded (padding zeros included)
+    entropy: float  #: bits per entry of the symbol distribution: the bound no code beats
+
+    @property
+    def window(self) -> int:
+        return self.code.max_len
+
+    @property
+    def word_bits(self) -> int:
+        return self.streams[0].word_bits
+
+    @property
+    def payload_bits(self) -> int:
+        return sum(st.payload_bits for st in self.streams)
+
+    @property
+    def entropy_bits(self) -> float:
+        return self.entropy * self.entries
+
+    @property
+    def rank_values(self) -> np.ndarray:
+        """The decoder's table: weight code of each canonical rank (codebook[sorted symbol])."""
+        return self.codebook[self.code.sorted_symbols]
+
+    @property
+    def rank_bits(self) -> int:
+        return clog2(int(self.code.sorted_symbols.size))
+
+    def limits(self) -> list[int]:
+        """limit[l] for l = 1 .. window-1, left-aligned (the length comparators)."""
+        return [int(v) for v in self.code.limit[1 : self.window]]
+
+    def deltas(self) -> list[int]:
+        """(offset - first)[l] mod 2**rank_bits for l = 1 .. window: a length-l code plus it is its rank."""
+        c, mask = self.code, (1 << self.rank_bits) - 1
+        return [int(c.offset[lv] - c.first[lv]) & mask for lv in range(1, self.window + 1)]
+
+    def words(self, pe: int) -> np.ndarray:
+        """PE pe's ROM words (int64): the stream, PAD_WORDS zeros, then one more to an even count (two banks)."""
+        w = self.streams[pe].words.astype(np.int64)
+        n = w.size + PAD_WORDS
+        return np.concatenate([w, np.zeros(n + n % 2 - w.size, dtype=np.int64)])
+
+    @property
+    def word_addr_bits(self) -> int:
+        """Bits of a word address in the largest PE's stream ROM."""
+        return clog2(max(self.words(p).size for p in range(len(self.streams))))
+
+    @property
+    def bit_addr_bits(self) -> int:
+        """Bits of a bit address {word, bit in word} (the column ROM's bit start)."""
+        return self.word_addr_bits + (self.word_bits - 1).bit_length()
+
+    @property
+    def stored_bits(self) -> int:
+        """Bits of every PE's stream ROM (payload, word fill and padding words)."""
+        return sum(self.words(p).size for p in range(len(self.streams))) * self.word_bits
+
+    def table_bits(self, value_bits: int) -> int:
+        """Bits of one copy of the decoder's constant tables: limits, rank offsets, rank -> weight code."""
+        n_used = int(self.code.sorted_symbols.size)
+        return (self.window - 1) * self.window + self.window * self.rank_bits + n_used * value_bits
+
+    def decoded(self, pe: int) -> np.ndarray:
+        """PE pe's weight codes as the hardware decodes them (hwgen.passes.huffman.decode, then the codebook)."""
+        return self.codebook[decode(self.streams[pe])]
+
+
+def code_weights(csc: CscEncoding, max_len: int = DEFAULT_WEIGHT_MAX_LEN, where: str = "layer") -> HuffmanWeights:
+    """One canonical code of at most max_len bits for all PEs' entry values; a stream and column bit starts per PE.
+
+    Words are 16 bits when every code fits, else 32 (a code never spans more than two words).
+    """
+    if not 1 <= max_len <= MAX_CODE_LENGTH:
+        raise ScheduleError(f"{where}: Huffman max code length {max_len}; use 1..{MAX_CODE_LENGTH}")
+    per_pe = [c.values.astype(np.int64) for c in csc.pe_columns]
+    symbols, codebook = code_symbols(np.concatenate(per_pe))
+    freq = np.bincount(symbols, minlength=codebook.size)
+    entropy = entropy_bits(freq)
+    if not freq.any():
+        freq[0] = 1  # no entry at all: a one-symbol code that is never read
+    try:
+        lengths = limited_lengths(freq, max_len)
+    except HwgenError as e:
+        raise ScheduleError(f"{where}: {e}") from None
+    window = max(2, int(lengths.max()))
+    code = HuffmanCode(lengths, window)
+    word_bits = 16 if window <= 16 else 32
+    streams, col_bits, at = [], [], 0
+    for c in csc.pe_columns:
+        sym = symbols[at : at + c.entries]
+        at += c.entries
+        streams.append(encode(sym, code, word_bits))
+        ends = np.concatenate([[0], np.cumsum(code.lengths[sym])]).astype(np.int64)
+        col_bits.append(ends[c.col_ptr])
+    return HuffmanWeights(
+        code=code,
+        codebook=codebook,
+        streams=tuple(streams),
+        col_bits=np.stack(col_bits),
+        entries=int(symbols.size),
+        entropy=entropy,
+    )
+
+
+def check_weights(hw: HuffmanWeights, csc: CscEncoding, where: str) -> None:
+    """The streams decode to the CSC entries' weight codes, and every column starts where its bits say."""
+    if len(hw.streams) != csc.pes or hw.col_bits.shape != (csc.pes, csc.cols + 1):
+        raise ScheduleError(f"{where}: Huffman streams for {len(hw.streams)} PEs, the CSC encoding has {csc.pes}")
+    for p, c in enumerate(csc.pe_columns):
+        try:
+            ok = np.array_equal(hw.decoded(p), c.values)
+        except ScheduleError:  # a corrupt stream: say which layer and PE
+            ok = False
+        if not ok:
+            raise ScheduleError(f"{where}: PE {p}'s Huffman stream does not decode to its weights; rebuild the plan")
+        sym = np.where(c.values == 0, 0, np.searchsorted(hw.codebook[1:], c.values) + 1)
+        ends = np.concatenate([[0], np.cumsum(hw.code.lengths[sym])])
+        if not np.array_equal(ends[c.col_ptr], hw.col_bits[p]):
+            raise ScheduleError(f"{where}: PE {p}'s column bit starts disagree with its stream; rebuild the plan")
+
+
+def storage(hw: HuffmanWeights, csc: CscEncoding, value_bits: int, pointer_bits: int) -> dict[str, Any]:
+    """What report.json shows for a Huffman-fed sparse layer: stream bits against the entropy bound, by part.
+
+    pointer_bits: the column ROMs (bit start, entry pointer and count per PE and column, at the RTL's widths:
+    hwgen.hw.sparse.column_word_bits).
+    """
+    entries = hw.entries
+    payload = hw.payload_bits
+    table = hw.table_bits(value_bits)
+    index = entries * csc.index_bits
+    return {
+        "weight_coding": "huffman",
+        "entries": entries,
+        "huffman_bits": payload,
+        "huffman_bits_per_weight": round(payload / entries, 6) if entries else 0.0,
+        "entropy_bits_per_weight": round(hw.entropy, 6),
+        "entropy_bits": round(hw.entropy_bits, 3),
+        "huffman_over_entropy": round(payload / hw.entropy_bits - 1, 6) if hw.entropy_bits else 0.0,
+        "max_code_length": hw.window,
+        "symbols": int(hw.code.sorted_symbols.size),
+        "word_bits": hw.word_bits,
+        "stream_rom_bits": hw.stored_bits,
+        "table_bits": table,
+        "table_bits_all_pes": table * csc.pes,
+        "index_bits": index,
+        "pointer_bits": pointer_bits,
+        "plain_value_bits": entries * value_bits,
+        "total_bits": hw.stored_bits + table + index + pointer_bits,
+    }
+
+
+def sparse_rtl_context(hw: HuffmanWeights, value_bits: int) -> dict[str, Any]:
+    """What templates/rtl/sparse_dense.sv.j2 prints for Huffman-coded weights (shared tables, per-PE banks)."""
+    window, w = hw.window, hw.word_bits
+    pes = []
+    for p, st in enumerate(hw.streams):
+        words = [_hex(int(x), w) for x in hw.words(p).tolist()]
+        pes.append(
+            {
+                "payload_bits": st.payload_bits,
+                "words": len(words),
+                "pad": len(words) - int(st.words.size),
+                "rows": len(words) // 2,
+                "ra": clog2(len(words) // 2),  # this PE's bank row bits
+                "za": clog2(max(1, hw.streams[p].symbols)),  # this PE's entry address bits (index ROM)
+                "even": words[0::2],
+                "odd": words[1::2],
+            }
+        )
+    limits = hw.limits()
+    return {
+        "W": w,
+        "PW": (w - 1).bit_length(),
+        "L": window,
+        "LW": window.bit_length(),
+        "RW": hw.rank_bits,
+        "WA": hw.word_addr_bits,
+        "RA": clog2(max(pe["rows"] for pe in pes)),
+        "symbols": int(hw.code.sorted_symbols.size),
+        "entries": hw.entries,
+        "payload_bits": hw.payload_bits,
+        "entropy_bits": f"{hw.entropy_bits:.1f} bits",
+        # a limit of 0 is always reached and one of 2**L never: only the others need a comparator
+        "len_base": 1 + sum(1 for v in limits if v == 0),
+        "limits": [(lv, _hex(v, window)) for lv, v in enumerate(limits, start=1) if 0 < v < (1 << window)],
+        "deltas": list(enumerate(hw.deltas(), start=1)),
+        "table": [_hex(int(v), value_bits) for v in hw.rank_values.tolist()],
+        "pes": pes,
+    }
+
+
 __all__ = [
     "DECODE_STAGES",
+    "DEFAULT_WEIGHT_MAX_LEN",
+    "HUFFMAN_PE_STAGES",
     "HuffmanDecoderPlan",
+    "HuffmanWeights",
     "accept_edges",
+    "check_weights",
+    "code_weights",
     "context",
     "emit_decoder_hls",
     "emit_decoder_rtl",
     "plan_huffman_decoder",
     "run_decoder_csim",
+    "sparse_rtl_context",
+    "storage",
 ]

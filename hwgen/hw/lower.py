@@ -17,10 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hwgen.config import BuildConfig
+from hwgen.config import BuildConfig, LayerConfig
 from hwgen.errors import ScheduleError, UnsupportedOpError
-from hwgen.hw import winograd
+from hwgen.hw import channel_affine, winograd
 from hwgen.hw.devices import Device, get_device
+from hwgen.hw.huffman import DEFAULT_WEIGHT_MAX_LEN
 from hwgen.hw.names import legalize
 from hwgen.hw.plan import (
     AddPlan,
@@ -52,6 +53,7 @@ from hwgen.hw.schedule import (
     valid_foldings,
     with_product_type,
 )
+from hwgen.hw.softmax import plan_softmax, softmax_layout
 from hwgen.hw.sparse import DEFAULT_INDEX_BITS, SparseDensePlan, plan_sparse_dense, replace_layers
 from hwgen.ir.graph import Graph, Node
 from hwgen.numerics import FixedPoint, Rounding
@@ -97,14 +99,41 @@ def mac_requant(graph: Graph, node: Node) -> tuple[np.ndarray, np.ndarray, Requa
         r = dense_requant(graph, node)
         return w, b, Requant(r.shift, r.rounding, r.lo, r.hi)
     sr = exact.scaled_requant(graph, node)
+    if sr.arith == "float32":
+        return _float32_requant(graph, node, sr)
     if sr.arith != "integer":
-        raise ScheduleError(
-            f"{node.describe()}: requant_arith={sr.arith!r} (onnxruntime's float32 product) is a golden-model-only "
-            "mode; the hardware computes the exact integer multiplier + shift: quantize with requant_arith='integer'"
-        )
+        raise ScheduleError(f"{node.describe()}: requant_arith={sr.arith!r}: use 'integer' or 'float32'")
     w, _b = exact.mac_codes(graph, node)
     b = np.zeros(w.shape[0], dtype=np.int64)
     return w, b, unify_shift(sr.multiplier, sr.shift, sr.offset, Requant(0, sr.rounding, sr.lo, sr.hi))
+
+
+def _int_bias(graph: Graph, value: str) -> bool:
+    return isinstance(graph.value(value).type.format, (FixedPoint, ScaledInt))
+
+
+def _float32_requant(graph: Graph, node: Node, sr: exact.ScaledRequant) -> tuple[np.ndarray, np.ndarray, Requant]:
+    """onnxruntime's float32 requantization: the integer bias stays in the accumulator (as sim.exact
+    computes), (M, n) per channel with n >= 0 (a ratio >= 2**24 shifts M up: float32 rounding is
+    relative to the leading one, so the result is unchanged), offsets 0."""
+    if len(node.inputs) < 3 or not node.inputs[2] or not _int_bias(graph, node.inputs[2]):
+        raise ScheduleError(
+            f"{node.describe()}: requant_arith='float32' needs an integer bias (onnxruntime's QDQ bias); "
+            "quantize this model with requant_arith='integer'"
+        )
+    w, b = exact.mac_codes(graph, node)
+    ms, ns = [], []
+    for m, n in zip(sr.multiplier, sr.shift, strict=True):
+        if m >= 1 << 24 or float(np.float32(np.ldexp(np.float32(m), -n))) != m * 2.0**-n:
+            raise ScheduleError(
+                f"{node.describe()}: float32 requantization ratio {m} * 2**-{n} is not a float32 (onnxruntime "
+                "never computes one); quantize this model with requant_arith='integer'"
+            )
+        ms.append(int(m) << max(0, -int(n)))
+        ns.append(max(0, int(n)))
+    zeros = (0,) * len(ms)
+    rq = Requant(max(ns), Rounding.HALF_EVEN, sr.lo, sr.hi, tuple(ms), zeros, None, "float32", tuple(ns))
+    return w, b, rq
 
 
 def _check_scaled_support(graph: Graph, node: Node) -> None:
@@ -161,28 +190,65 @@ def _reuse_for(
     return pe, simd
 
 
-def _sparse_choice(node: Node, w: np.ndarray, config: BuildConfig, target_ii: int) -> tuple[int, int] | None:
-    """(PEs, index bits) when this Dense layer goes on the sparse engine, else None.
+def _sparse_choice(node: Node, w: np.ndarray, config: BuildConfig, target_ii: int) -> tuple[int, int, str, int] | None:
+    """(PEs, index bits, weight coding, max Huffman code length) when this Dense layer goes on the sparse
+    engine, else None.
 
     `[layers.NAME] engine` decides; without it, a weight density below `hardware.sparse_threshold`.
     Without `pes`: the fewest PEs whose non-zero weights per PE fit the target interval (one
     non-zero weight per PE and cycle), so the sparse engine keeps the pace the dense one would.
+    The weight coding is the layer's `weight_coding`, else `hardware.weight_coding`; a layer that
+    asks for Huffman-coded weights but stays on the dense engine is refused (no dense Huffman engine),
+    and so is a `max_code_length` on a layer whose weights are not Huffman-coded (it would do nothing).
     """
     layer = config.layer(node.name, node.onnx_name)
     nonzeros = int(np.count_nonzero(w))
     threshold = config.hardware.sparse_threshold
     if layer.engine == "dense" or (layer.engine is None and not (threshold > 0 and nonzeros < threshold * w.size)):
+        asked = _huffman_keys(layer)
+        if asked:
+            raise ScheduleError(
+                f"{node.describe()}: {' and '.join(asked)} needs the sparse engine (Huffman-coded weights), but this "
+                f'layer is on the dense engine; add engine = "sparse" to its [layers] table (or lower '
+                f"hardware.sparse_threshold)"
+            )
         return None
     pes = layer.pes or min(w.shape[0], max(1, -(-nonzeros // max(1, target_ii))))
-    return pes, layer.index_bits or DEFAULT_INDEX_BITS
+    coding = layer.weight_coding or config.hardware.weight_coding
+    if layer.max_code_length is not None and coding != "huffman":
+        raise ScheduleError(
+            f"{node.describe()}: max_code_length = {layer.max_code_length} limits Huffman-coded weights, but this "
+            f'layer\'s weights are {coding}; add weight_coding = "huffman" to its [layers] table or remove the key'
+        )
+    return pes, layer.index_bits or DEFAULT_INDEX_BITS, coding, layer.max_code_length or DEFAULT_WEIGHT_MAX_LEN
 
 
-def _to_sparse(p: DensePlan, pes: int, index_bits: int) -> SparseDensePlan:
+def _huffman_keys(layer: LayerConfig) -> list[str]:
+    """The layer's keys that ask for Huffman-coded weights (as `key = value`)."""
+    keys = ['weight_coding = "huffman"'] if layer.weight_coding == "huffman" else []
+    if layer.max_code_length is not None:
+        keys.append(f"max_code_length = {layer.max_code_length}")
+    return keys
+
+
+def _to_sparse(
+    p: DensePlan, pes: int, index_bits: int, weight_coding: str = "plain", max_code_length: int = DEFAULT_WEIGHT_MAX_LEN
+) -> SparseDensePlan:
     """The sparse engine computing the dense plan's layer (same name, streams, widths, requantization)."""
     sp = plan_sparse_dense(
-        p.name, p.source, p.weights, p.biases, p.inp, p.out, p.requant, pes=pes, index_bits=index_bits
+        p.name,
+        p.source,
+        p.weights,
+        p.biases,
+        p.inp,
+        p.out,
+        p.requant,
+        pes=pes,
+        index_bits=index_bits,
+        weight_coding=weight_coding,
+        max_code_length=max_code_length,
     )
-    log.info("%s: sparse engine, %d PEs, density %.3f", p.source, sp.pes, sp.density)
+    log.info("%s: sparse engine, %d PEs, density %.3f, %s weights", p.source, sp.pes, sp.density, weight_coding)
     return dataclasses.replace(sp, inputs=p.inputs, outputs=p.outputs)
 
 
@@ -242,10 +308,11 @@ def schedule_graph(graph: Graph, config: BuildConfig, top: str | None = None) ->
 
 
 def _check_sparse_requests(graph: Graph, config: BuildConfig) -> None:
-    """`engine = "sparse"` (or pes / index_bits) on a layer that is not fully connected is a mistake, not a no-op."""
+    """`engine = "sparse"` (or pes / index_bits / weight_coding / max_code_length) on a layer that is not fully
+    connected is a mistake, not a no-op."""
     for node in graph.nodes:
         layer = config.layer(node.name, node.onnx_name)
-        asked = [k for k in ("pes", "index_bits") if getattr(layer, k) is not None]
+        asked = [k for k in ("pes", "index_bits", "weight_coding", "max_code_length") if getattr(layer, k) is not None]
         if layer.engine == "sparse":
             asked.insert(0, 'engine = "sparse"')
         if asked and node.op != "Dense":
@@ -588,9 +655,9 @@ def _lower_dag(
             plan = ConcatPlan(name=name(), pixels=pixels, parts=tuple(parts), out=out_t, **common)
             out_info = new_stream(out_v, (*src.shape[:-1], sum(p.channels for p in parts)))
         elif node.op == "Affine" and any(graph.const(c).size > 1 for c in node.inputs[1:]):
-            raise UnsupportedOpError(
-                f"{where}: a per-channel scale/offset has no engine yet; fold it into the next Conv/Gemm"
-            )
+            # a per-channel scale/offset (e.g. a Mul by a per-channel constant): multiplier + offset per channel
+            plan = channel_affine.plan_from_node(graph, node, src.shape, src.perm, name())
+            out_info = new_stream(out_v, src.shape, src.perm)
         elif node.op in ("Relu", "Clip", "Affine", *LUT_OPS):
             fi = fixed_format(graph, x)
             if fi.bits > LUT_MAX_INPUT_BITS:
@@ -609,6 +676,15 @@ def _lower_dag(
             else:
                 table = lut_table(node, fi, fixed_format(graph, out_v))
             plan = LutPlan(name=name(), count=int(np.prod(src.shape)), inp=in_t, out=out_t, table=table, **common)
+            out_info = new_stream(out_v, src.shape, src.perm)
+        elif node.op == "Softmax":
+            # a softmax of a whole vector or of each pixel's channels: runs of consecutive stream elements
+            fi, fo = fixed_format(graph, x), fixed_format(graph, out_v)
+            length, vectors = softmax_layout(node, graph.value(x).type.shape, where)
+            plan = plan_softmax(
+                name(), common["source"], inp=in_t, out=out_t, in_frac=fi.frac, out_frac=fo.frac, hi=fo.max_code,
+                length=length, vectors=vectors,
+            )  # fmt: skip
             out_info = new_stream(out_v, src.shape, src.perm)
         else:
             raise UnsupportedOpError(

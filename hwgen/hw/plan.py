@@ -33,6 +33,19 @@ class IntType:
         return f"{'s' if self.signed else 'u'}{self.bits}"
 
 
+@dataclass(frozen=True)
+class Float32Widths:
+    """Register widths of the float32 requant in integers (integer_kernels.requantize_float32_integer)."""
+
+    a_bits: int  #: |acc| (unsigned) with a carry bit
+    m_bits: int  #: M (unsigned)
+    q_bits: int  #: |acc| * M with a carry bit
+    t_bits: int  #: the final half-even sum; every shift n < t_bits
+    n_bits: int  #: a shift n (unsigned)
+    acc_round: bool  #: |acc| may reach 2**24, so float32(acc) rounds
+    shifts: tuple[int, ...]  #: n per channel, capped at q_bits + 1 (same result)
+
+
 @dataclass(frozen=True, repr=False)
 class Requant:
     """acc -> out: out = clamp(shift_round(acc * multiplier[c] + offset[c], shift, rounding), lo, hi).
@@ -42,6 +55,11 @@ class Requant:
     `multiplier` (unsigned M0 per output channel) and `offset` (the bias, in 2**-shift output
     codes) come from imported non-power-of-two scales (integer_kernels.requantize_scaled); empty
     means the pure shift of fixed point. `prod_type` holds every acc * M0 + offset.
+
+    `arith` "float32" is onnxruntime's requantization instead (integer_kernels.requantize_float32):
+    out = clamp(rint(float32(acc) * float32(M[c] * 2**-shifts[c])), lo, hi), the bias in the
+    accumulator, offsets 0, one shift per channel in `shifts` (`shift` is their maximum); the
+    hardware runs it in integers (integer_kernels.requantize_float32_integer).
     """
 
     shift: int
@@ -51,17 +69,33 @@ class Requant:
     multiplier: tuple[int, ...] = ()
     offset: tuple[int, ...] = ()
     prod_type: IntType | None = None
+    arith: str = "integer"  #: "integer" (exact M0 + shift) or "float32" (onnxruntime's float32 product)
+    shifts: tuple[int, ...] = ()  #: float32 only: n per output channel (>= 0)
 
     @property
     def scaled(self) -> bool:
         return bool(self.multiplier)
+
+    @property
+    def float32(self) -> bool:
+        return self.arith == "float32"
+
+    def float32_widths(self, acc_bits: int) -> Float32Widths:
+        """Widths of the integer float32 requant for an accumulator of `acc_bits` (both emitters use these)."""
+        a = acc_bits + 1  # |acc| of a signed or unsigned acc, plus the carry of rounding it
+        m = max(1, max(self.multiplier).bit_length())
+        q = a + m  # |acc| * M (below 2**(a-1+m)), plus the carry of rounding it
+        # a shift beyond the product's bits rounds every value to 0, as q + 1 does
+        shifts = tuple(min(int(n), q + 1) for n in self.shifts)
+        return Float32Widths(a, m, q, q + 2, max(shifts).bit_length() or 1, a > 25, shifts)
 
     def __repr__(self) -> str:
         # fixed-point requants print as before the scaled fields existed: model hashes stay put
         base = f"Requant(shift={self.shift!r}, rounding={self.rounding!r}, lo={self.lo!r}, hi={self.hi!r}"
         if not self.scaled:
             return base + ")"
-        return base + f", multiplier={self.multiplier!r}, offset={self.offset!r}, prod_type={self.prod_type!r})"
+        extra = "" if self.arith == "integer" else f", arith={self.arith!r}, shifts={self.shifts!r}"
+        return base + f", multiplier={self.multiplier!r}, offset={self.offset!r}, prod_type={self.prod_type!r}{extra})"
 
 
 @dataclass(frozen=True, eq=False)
@@ -294,6 +328,63 @@ class LutPlan:
     latency: int = 0
     ii: int = 0
     engine: str = "lut"
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class SoftmaxPlan:
+    """Integer softmax over vectors of `length` consecutive stream elements (hwgen.hw.softmax).
+
+    Per vector: d = max(x) - x (codes), E = table[d] (0 past the table), S = sum E, and
+    out = min(floor((E * 2**quotient_bits + S) / (2 S)), hi): integer_kernels.softmax exactly.
+    """
+
+    name: str
+    source: str
+    length: int  #: N: elements per softmax vector (the engine buffers one)
+    vectors: int  #: softmax vectors per sample (pixels of a per-channel softmax; else 1)
+    inp: IntType
+    out: IntType
+    table: np.ndarray = field(repr=False)  #: E[d] for d = 0..len-1 (integer_kernels.softmax_exp_table, zeros cut)
+    quotient_bits: int = 1  #: out_frac + 1: the quotient is <= 2**out_frac
+    hi: int = 0  #: output clamp (the largest output code)
+    sum: IntType = IntType(1, False)  #: S, unsigned: holds length * table[0]
+    latency: int = 0
+    ii: int = 0
+    engine: str = "softmax"
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+
+    @property
+    def count(self) -> int:
+        """Elements per sample."""
+        return self.length * self.vectors
+
+
+@dataclass(frozen=True, eq=False)
+class ChannelAffinePlan:
+    """out = requant(x * scales[c] + offsets[c]) per stream element, c = its index in the sample mod `period`.
+
+    A per-channel scale and offset (an unfolded Mul/Add by a per-channel constant): `period` is
+    the channels of a channels-last image, the length of a vector (hwgen.hw.channel_affine).
+    """
+
+    name: str
+    source: str
+    count: int  #: elements per sample
+    period: int  #: scale/offset entries, repeating along the stream (divides count)
+    inp: IntType
+    m: IntType  #: scale codes
+    a: IntType  #: offset codes (accumulator units)
+    acc: IntType  #: x * m + a for every input code and channel (never overflows)
+    out: IntType
+    requant: Requant
+    scales: np.ndarray = field(repr=False)  #: int64 [period]
+    offsets: np.ndarray = field(repr=False)  #: int64 [period]
+    latency: int = 0
+    ii: int = 0
+    engine: str = "channel_affine"
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
 

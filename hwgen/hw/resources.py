@@ -38,6 +38,7 @@ from hwgen.hw import engine_timing as et
 from hwgen.hw.devices import Device, devices, get_device
 from hwgen.hw.plan import (
     AddPlan,
+    ChannelAffinePlan,
     ConcatPlan,
     ConvPlan,
     DensePlan,
@@ -46,9 +47,10 @@ from hwgen.hw.plan import (
     LutPlan,
     PoolPlan,
     Schedule,
+    SoftmaxPlan,
 )
 from hwgen.hw.schedule import chain_schedule, valid_foldings
-from hwgen.hw.timing import chain_latency, dense_out_fifo_depth, tree_stages
+from hwgen.hw.timing import chain_latency, dense_out_fifo_depth, operand_fanout, tree_stages
 from hwgen.ir.graph import Graph
 
 log = logging.getLogger(__name__)
@@ -172,9 +174,10 @@ def _mac(name: str, engine: str, p: DensePlan | ConvPlan, w_depth: int, buffers:
         ],
         # adder tree + accumulator + round + clamp, one LUT per bit of each adder / comparator
         lut=pe * ((simd - 1) * acc + acc + 2 * req) + CONTROL_LUT,
-        # operand registers, products, registered tree levels, accumulator, requantization
-        ff=macs * (p.w.bits + mul)
-        + simd * p.inp.bits
+        # operand registers (weights; inputs: one per multiplier and per fan-out group), products,
+        # registered tree levels, accumulator, requantization
+        ff=macs * (p.w.bits + mul + p.inp.bits)
+        + operand_fanout(pe)[1] * simd * p.inp.bits
         + pe * (stages * simd // 2 * acc + acc + req + p.out.bits)
         + CONTROL_FF,
     )
@@ -213,6 +216,24 @@ def engine_resources(p: EnginePlan) -> EngineResources:
             p.name, p.engine, memories=[Memory("table", len(p.table), p.out.bits)], lut=CONTROL_LUT // 2,
             ff=p.out.bits + CONTROL_FF // 2,
         )  # fmt: skip
+    if isinstance(p, SoftmaxPlan):
+        # vector buffer + exp table; the sum adder, the divider's subtractor and two shifters (remainder width)
+        from hwgen.hw.softmax import exp_bits, remainder_bits
+
+        r_w = remainder_bits(p)
+        mems = [Memory("vector buffer", p.length, p.inp.bits, rom=False)]
+        mems.append(Memory("exp table", len(p.table), exp_bits(p)))
+        return EngineResources(
+            p.name, p.engine, memories=mems, lut=p.sum.bits + 3 * r_w + CONTROL_LUT,
+            ff=p.sum.bits + 2 * r_w + p.inp.bits + p.quotient_bits + p.out.bits + CONTROL_FF,
+        )  # fmt: skip
+    if isinstance(p, ChannelAffinePlan):
+        # one multiplier; offset adder, rounding adder and clamp comparators over the accumulator width
+        mems = [Memory("scales", p.period, p.m.bits), Memory("offsets", p.period, p.a.bits)]
+        return EngineResources(
+            p.name, p.engine, multipliers=1, memories=mems, lut=3 * p.acc.bits + CONTROL_LUT // 2,
+            ff=3 * p.acc.bits + CONTROL_FF // 2,
+        )  # fmt: skip
     if isinstance(p, AddPlan):
         return EngineResources(p.name, p.engine, lut=3 * p.sum.bits + CONTROL_LUT // 2, ff=3 * p.sum.bits)
     if isinstance(p, ConcatPlan):
@@ -220,6 +241,10 @@ def engine_resources(p: EnginePlan) -> EngineResources:
         return EngineResources(p.name, p.engine, lut=3 * w * len(p.parts) + CONTROL_LUT // 2, ff=3 * w)
     if isinstance(p, ForkPlan):
         return EngineResources(p.name, p.engine, lut=len(p.outputs) * 2, ff=0)
+    if p.engine == "sparse_dense":  # CSC entries / Huffman streams + tables, column ROMs (hwgen.hw.sparse)
+        from hwgen.hw.sparse import sparse_resources
+
+        return sparse_resources(p)  # type: ignore[arg-type]
     return _generic(p)
 
 

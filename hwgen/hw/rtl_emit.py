@@ -22,10 +22,13 @@ from typing import Any
 import numpy as np
 
 from hwgen.errors import ScheduleError
+from hwgen.hw import channel_affine, softmax, timing, winograd
 from hwgen.hw import engine_timing as et
-from hwgen.hw import timing, winograd
+from hwgen.hw.huffman import check_weights
+from hwgen.hw.huffman import sparse_rtl_context as huffman_rtl_context
 from hwgen.hw.plan import (
     AddPlan,
+    ChannelAffinePlan,
     ConcatPlan,
     ConvPlan,
     DensePlan,
@@ -36,6 +39,7 @@ from hwgen.hw.plan import (
     PoolPlan,
     Requant,
     Schedule,
+    SoftmaxPlan,
     Stream,
     WinogradConvPlan,
 )
@@ -117,9 +121,29 @@ def _check_mac_types(plan: DensePlan | ConvPlan | SparseDensePlan) -> None:
     _check_fits("bias", plan, plan.biases, plan.bias)
     _check_clamp(plan, plan.requant, plan.out)
     if plan.requant.scaled:
+        _check_scaled(plan)
+
+
+def _check_scaled(plan: DensePlan | ConvPlan | SparseDensePlan) -> None:
+    """A multiplier requant: dense and conv engines only, one (M0, offset) per output channel, a product type."""
+    rq = plan.requant
+    if isinstance(plan, SparseDensePlan):
         raise ScheduleError(
-            f"{_where(plan)}: its requantization multiplies by M0 (imported non-power-of-two scales), which has no "
-            "RTL template yet; the HLS view computes it (hw.hls_emit.emit_hls), or quantize the float model with hwgen"
+            f"{_where(plan)}: its requantization multiplies by M0 (imported non-power-of-two scales), which the "
+            'sparse engine has no RTL for; use the dense engine for this layer ([layers.NAME] engine = "dense")'
+        )
+    channels = plan.out_features if isinstance(plan, DensePlan) else plan.channels_out
+    if len(rq.multiplier) != channels or len(rq.offset) != channels or rq.prod_type is None:
+        raise ScheduleError(
+            f"{_where(plan)}: {len(rq.multiplier)} multipliers and {len(rq.offset)} offsets for {channels} output "
+            f"channels (product type {rq.prod_type}); rebuild the plan with hwgen.hw.schedule"
+        )
+    if min(rq.multiplier) < 0 or rq.shift < 0:
+        raise ScheduleError(f"{_where(plan)}: requantization multipliers and shift must be >= 0")
+    if rq.float32 and (len(rq.shifts) != channels or min(rq.shifts) < 0 or not plan.acc.signed):
+        raise ScheduleError(
+            f"{_where(plan)}: a float32 requantization needs one shift n >= 0 per output channel "
+            f"({len(rq.shifts)} for {channels}) and a signed accumulator ({plan.acc}); rebuild the plan"
         )
 
 
@@ -136,15 +160,12 @@ def _check_plan(plan: DensePlan) -> None:
     _check_mac_types(plan)
 
 
-def _requant_context(rq: Requant, req_w: int, out_w: int) -> dict[str, Any]:
-    if rq.scaled:
-        # never emit a pure shift for a layer whose requantization has a multiplier (wrong codes)
-        raise ScheduleError(
-            f"a requantization with {len(rq.multiplier)} multipliers (imported non-power-of-two scales) has no "
-            "RTL template yet; the HLS view computes it (hw.hls_emit.emit_hls), or quantize the float model with hwgen"
-        )
+def _requant_context(rq: Requant, req_w: int, out_w: int, acc_bits: int = 0) -> dict[str, Any]:
+    """The requant macros' context; `acc_bits` (the accumulator's width) sizes a float32 requant."""
     rounding = Rounding(rq.rounding)
-    if rq.shift <= 0:
+    if rq.float32:
+        kind, rnd_add = "float32", 0
+    elif rq.shift <= 0:
         kind, rnd_add = "left", 0
     elif rounding is Rounding.FLOOR:
         kind, rnd_add = "floor", 0
@@ -166,7 +187,79 @@ def _requant_context(rq: Requant, req_w: int, out_w: int) -> dict[str, Any]:
         "lo_code_hex": _hex(rq.lo, out_w),
         "hi_code_hex": _hex(rq.hi, out_w),
         "text": f"clamp(shift_round(acc, {rq.shift}, {rounding.value}), {rq.lo}, {rq.hi})",
+        "scaled": False,
+        "float32": False,
+        **(_scaled_context(rq, req_w, acc_bits) if rq.scaled else {}),
     }
+
+
+#: hex digits per line of a packed multiplier/offset constant in the Verilog
+_CONST_CHUNK_DIGITS = 64
+
+
+def _packed_chunks(values: tuple[int, ...], bits: int) -> list[str]:
+    """Sized hex literals of values packed element 0 lowest, most significant chunk first (a concatenation)."""
+    total = len(values) * bits
+    word = 0
+    for v in reversed(values):
+        word = (word << bits) | (int(v) & ((1 << bits) - 1))
+    step = _CONST_CHUNK_DIGITS * 4
+    chunks = []
+    for lo in range(0, total, step):
+        w = min(step, total - lo)
+        chunks.append(f"{w}'h{_hex(word >> lo, w)}")
+    return chunks[::-1]
+
+
+def _float32_context(rq: Requant, req_w: int, acc_bits: int) -> dict[str, Any]:
+    """onnxruntime's float32 requant in integers: widths (Requant.float32_widths), M and n per channel."""
+    if acc_bits < 1:
+        raise ScheduleError("a float32 requantization is sized by its accumulator: pass acc_bits")  # internal
+    w = rq.float32_widths(acc_bits)
+    if req_w <= w.t_bits:
+        raise ScheduleError(f"a float32 requantization needs more than {w.t_bits} working bits, got {req_w}")
+    return {
+        "scaled": True,
+        "float32": True,
+        "channels": len(rq.multiplier),
+        "m_w": w.m_bits,
+        "o_w": w.n_bits,
+        "m_chunks": _packed_chunks(rq.multiplier, w.m_bits),
+        "o_chunks": _packed_chunks(w.shifts, w.n_bits),
+        "f_a_w": w.a_bits,
+        "f_q_w": w.q_bits,
+        "f_t_w": w.t_bits,
+        "f_acc_round": w.acc_round,
+        "text": f"clamp(rint(float32(acc) * float32(M[c] * 2**-n[c])), {rq.lo}, {rq.hi})",
+    }
+
+
+def _scaled_context(rq: Requant, req_w: int, acc_bits: int = 0) -> dict[str, Any]:
+    """The multiplier stage of an imported-scale requant: widths and the per-channel constants."""
+    if rq.float32:
+        return _float32_context(rq, req_w, acc_bits)
+    if rq.prod_type is None or rq.prod_type.bits >= req_w:
+        raise ScheduleError(f"a requantization multiplier needs a product type narrower than {req_w} bits")
+    m_w = max(1, max(rq.multiplier).bit_length())
+    o_w = signed_bits_for(min(0, *rq.offset), max(0, *rq.offset))
+    return {
+        "scaled": True,
+        "channels": len(rq.multiplier),
+        "m_w": m_w,
+        "o_w": o_w,
+        "m_chunks": _packed_chunks(rq.multiplier, m_w),
+        "o_chunks": _packed_chunks(rq.offset, o_w),
+        "text": f"clamp(shift_round(acc * M0[c] + offset[c], {rq.shift}, {Rounding(rq.rounding).value}), "
+        f"{rq.lo}, {rq.hi}) in {rq.prod_type}",
+    }
+
+
+def mac_requant_width(rq: Requant, acc_bits: int, out_bits: int) -> int:
+    """`requant_width` of a MAC engine: the shift-round reads acc, or acc * M0 + offset (imported scales)."""
+    if rq.float32:
+        return max(rq.float32_widths(acc_bits).t_bits + 1, out_bits + 1)
+    src = rq.prod_type.bits if rq.scaled and rq.prod_type is not None else acc_bits
+    return requant_width(src, rq.shift, out_bits)
 
 
 def requant_width(src_bits: int, shift: int, out_bits: int) -> int:
@@ -208,7 +301,7 @@ def _tree_levels(simd: int) -> list[dict[str, Any]]:
 def _mac_operands(plan: DensePlan | ConvPlan | SparseDensePlan) -> dict[str, Any]:
     """Operand, product, accumulator and requantization widths of every MAC engine (dense, conv, sparse)."""
     out_w = plan.out.bits
-    req_w = requant_width(plan.acc.bits, plan.requant.shift, out_w)
+    req_w = mac_requant_width(plan.requant, plan.acc.bits, out_w)
     return {
         "inp": str(plan.inp),
         "w": str(plan.w),
@@ -227,7 +320,7 @@ def _mac_operands(plan: DensePlan | ConvPlan | SparseDensePlan) -> dict[str, Any
         "bias_w": plan.bias.bits,
         "req_w": req_w,
         "out_w": out_w,
-        "rq": _requant_context(plan.requant, req_w, out_w),
+        "rq": _requant_context(plan.requant, req_w, out_w, acc_bits=plan.acc.bits),
     }
 
 
@@ -252,6 +345,7 @@ def dense_context(plan: DensePlan, top: str, fifo_module: str) -> dict[str, Any]
     t = timing.dense_timing(plan.in_features, plan.out_features, pe, simd)
     mac = _mac_widths(plan)
     levels = mac["tree_levels"]
+    xg, xgroups = timing.operand_fanout(pe)
 
     # [nf, sf, pe, simd] -> one row per ROM word, element p*SIMD + s
     tiles = plan.weights.reshape(nf, pe, sf, simd).transpose(0, 2, 1, 3).reshape(nf * sf, pe * simd)
@@ -265,6 +359,8 @@ def dense_context(plan: DensePlan, top: str, fifo_module: str) -> dict[str, Any]
         "m": plan.out_features,
         "pe": pe,
         "simd": simd,
+        "xg": xg,
+        "xgroups": xgroups,
         "sf": sf,
         "nf": nf,
         "sf_cw": index_bits(sf),
@@ -299,6 +395,7 @@ def sparse_desc(p: SparseDensePlan) -> str:
     return (
         f"sparse dense {p.in_features}->{p.out_features} PEs={p.pes} index={p.index_bits}b "
         f"density={100 * p.density:.1f}% entries={p.csc.entries} acc={p.acc}"
+        + ("" if p.huffman is None else f" weights=huffman<={p.huffman.window}b")
     )
 
 
@@ -313,6 +410,8 @@ def _check_sparse(plan: SparseDensePlan) -> None:
         raise ScheduleError(f"{where}: {plan.pes} PEs / {plan.index_bits}-bit index disagree with its CSC encoding")
     if not np.array_equal(decode_csc(plan.csc), plan.weights):
         raise ScheduleError(f"{where}: the CSC encoding does not decode to the plan's weights; rebuild the plan")
+    if plan.huffman is not None:
+        check_weights(plan.huffman, plan.csc, where)
     _check_mac_types(plan)
 
 
@@ -324,15 +423,26 @@ def sparse_context(plan: SparseDensePlan, top: str, fifo_module: str) -> dict[st
     max_count = max(int(c.counts().max(initial=0)) for c in enc.pe_columns)
     ea_w, cnt_w, z_w = value_bits(max_entries), value_bits(max_count), plan.index_bits
     rows = plan.rows
+    hw = plan.huffman
+    h = huffman_rtl_context(hw, plan.w.bits) if hw is not None else None
+    ba_w = 0 if hw is None else hw.bit_addr_bits
     blocks = []
     for p, c in enumerate(enc.pe_columns):
         ent = np.stack([c.values, c.zeros], axis=1) if c.entries else np.zeros((1, 2), dtype=np.int64)
-        # entry word {z, v}: v in the low W bits
+        # entry word {z, v}: v in the low W bits (Huffman-coded weights: {z} only)
         ent_words = [
-            _hex((int(z) << plan.w.bits) | (int(v) & ((1 << plan.w.bits) - 1)), z_w + plan.w.bits) for v, z in ent
+            _hex(int(z), z_w)
+            if hw is not None
+            else _hex((int(z) << plan.w.bits) | (int(v) & ((1 << plan.w.bits) - 1)), z_w + plan.w.bits)
+            for v, z in ent
         ]
+        # column word {first code bit (Huffman only), first entry, entries}
         col_words = [
-            _hex((int(c.col_ptr[j]) << cnt_w) | int(c.col_ptr[j + 1] - c.col_ptr[j]), ea_w + cnt_w)
+            _hex(
+                (((0 if hw is None else int(hw.col_bits[p, j])) << ea_w | int(c.col_ptr[j])) << cnt_w)
+                | int(c.col_ptr[j + 1] - c.col_ptr[j]),
+                ba_w + ea_w + cnt_w,
+            )
             for j in range(plan.in_features)
         ]
         bias = np.zeros(rows, dtype=np.int64)
@@ -348,6 +458,7 @@ def sparse_context(plan: SparseDensePlan, top: str, fifo_module: str) -> dict[st
                 "ent_words": ent_words,
                 "col_words": col_words,
                 "bias_words": [_hex(int(b), plan.bias.bits) for b in bias],
+                "h": None if h is None else h["pes"][p],
             }
         )
     return {
@@ -369,7 +480,9 @@ def sparse_context(plan: SparseDensePlan, top: str, fifo_module: str) -> dict[st
         "pe_w": index_bits(plan.pes),
         "o_w": index_bits(plan.out_features),
         "ent_w": z_w + plan.w.bits,
-        "col_w": ea_w + cnt_w,
+        "col_w": ba_w + ea_w + cnt_w,
+        "huff": h is not None,
+        "h": h,
         "fifo_depth": SPARSE_OUT_FIFO_DEPTH,
         "credit_w": value_bits(SPARSE_OUT_FIFO_DEPTH),
         "pe_blocks": blocks,
@@ -500,6 +613,9 @@ def conv_context(plan: ConvPlan, top: str, fifo_module: str) -> dict[str, Any]:
         "lanes": lanes,
         "lane_of": "p" if p.depthwise else "s",
         "depthwise": p.depthwise,
+        # depthwise: lane p feeds channel p only, so one group; else lane s feeds every channel
+        "xg": pe if p.depthwise else timing.operand_fanout(pe)[0],
+        "xgroups": 1 if p.depthwise else timing.operand_fanout(pe)[1],
         "cw": cw,
         "nf": nf,
         "sf": sf,
@@ -849,6 +965,8 @@ def engine_io(p: EnginePlan) -> tuple[list[tuple[IntType, int]], list[tuple[IntT
         return [(p.a, p.count), (p.b, p.count)], [(p.out, p.count)]
     if isinstance(p, LutPlan):
         return [(p.inp, p.count)], [(p.out, p.count)]
+    if isinstance(p, SoftmaxPlan | ChannelAffinePlan):
+        return [(p.inp, p.count)], [(p.out, p.count)]
     if isinstance(p, ForkPlan):
         return [(p.elem, p.count)], [(p.elem, p.count)] * len(p.outputs)
     if isinstance(p, ConcatPlan):
@@ -958,6 +1076,10 @@ def engine_desc(p: EnginePlan) -> str:
         return concat_desc(p)
     if isinstance(p, LutPlan):
         return lut_desc(p)
+    if isinstance(p, SoftmaxPlan):
+        return softmax.desc(p)
+    if isinstance(p, ChannelAffinePlan):
+        return channel_affine.desc(p)
     if isinstance(p, ForkPlan):
         return fork_desc(p)
     raise ScheduleError(f"{type(p).__name__} has no RTL engine")
@@ -1081,6 +1203,12 @@ def _engine_text(plan: EnginePlan, schedule: Schedule, design: dict[str, str], f
     if isinstance(plan, LutPlan):
         lut = lut_context(plan, top)
         return lut["module"], render("rtl/lut.sv.j2", design=design, t=lut)
+    if isinstance(plan, SoftmaxPlan):
+        sm = softmax.rtl_context(plan, top)
+        return sm["module"], render("rtl/softmax.sv.j2", design=design, s=sm)
+    if isinstance(plan, ChannelAffinePlan):
+        ca = channel_affine.rtl_context(plan, top)
+        return ca["module"], render("rtl/channel_affine.sv.j2", design=design, c=ca)
     if isinstance(plan, ForkPlan):
         f = fork_context(plan, top)
         return f["module"], render("rtl/fork.sv.j2", design=design, f=f)

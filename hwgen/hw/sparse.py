@@ -26,24 +26,38 @@ over the vector's non-zero activations in order and n_t = entries of PE p in col
     load_1 = max(a_{j_1} + 1, R),   load_{t+1} = max(a_{j_{t+1}} + 1, load_t + max(n_t, 1))
 where R is the first edge the PEs run (the edge after the previous drain's last issue). The
 entries of activation t issue at load_t + 1 .. load_t + n_t; an entry's product reaches its
-accumulator SPARSE_PIPELINE edges after its issue. PE p is done at
-    done_p = max(last issue + SPARSE_PIPELINE + 1, last load + 1)
+accumulator `pipeline` edges after its issue (SPARSE_PIPELINE; one more with Huffman-coded weights). PE p is done at
+    done_p = max(last issue + pipeline + 1, last load + 1)
 and the drain starts at D = max(a_{K-1} + 1, R, max_p done_p). Output element o (row o) is
 issued at D + 1 + o and accepted at D + 1 + o + DRAIN_STAGES; the PEs run again from
 R' = D + M + 1.
+
+Huffman-coded weights (`weight_coding = "huffman"`, hwgen.hw.huffman.HuffmanWeights): each PE's
+weight codes are a canonical Huffman bit stream in two word banks; the column ROM also holds the
+bit where each column's codes start. Loading an activation seeks the PE's decoder there (both
+banks read the column's first two words at the load edge); each issue decodes one code (window,
+length comparators, canonical rank) and advances the bit position, reading the next word into the
+bank whose word it leaves. One code per cycle, so the issue rate and the recurrences above are
+unchanged; the rank -> weight code table adds one stage (pipeline = SPARSE_PIPELINE + 1). The
+relative row indices stay `index_bits` wide in their own ROM.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hwgen.errors import ScheduleError
+from hwgen.hw.huffman import DEFAULT_WEIGHT_MAX_LEN, HUFFMAN_PE_STAGES, HuffmanWeights, code_weights
 from hwgen.hw.plan import IntType, Requant, Schedule
 from hwgen.hw.schedule import mac_types, model_hash, product_type
 from hwgen.passes.encode_sparse import CscEncoding, encode_csc
+
+if TYPE_CHECKING:
+    from hwgen.hw.resources import EngineResources
 
 #: PE pipeline: issue (entry ROM read) -> product and row -> accumulator write; the last
 #: accumulator write is this many edges after its issue edge
@@ -54,6 +68,8 @@ DRAIN_STAGES = 3
 SPARSE_OUT_FIFO_DEPTH = DRAIN_STAGES + 1
 #: default relative-index width (EIE's 4 bits)
 DEFAULT_INDEX_BITS = 4
+#: how a sparse engine stores its weight codes: plain (W bits per entry) or Huffman-coded per PE
+WEIGHT_CODINGS = ("plain", "huffman")
 _NEVER = -(1 << 40)
 
 
@@ -83,6 +99,8 @@ class SparseDensePlan:
     weights: np.ndarray = field(repr=False)  #: int64 codes [out_features, in_features] (mostly zero)
     biases: np.ndarray = field(repr=False)  #: int64 codes [out_features], accumulator units
     csc: CscEncoding = field(repr=False)  #: the weights as P interleaved CSC memories
+    #: the entries' weight codes as per-PE Huffman streams (weight_coding "huffman"), else None
+    huffman: HuffmanWeights | None = field(default=None, repr=False)
     latency: int = 0  #: worst case (all inputs non-zero), free-flowing I/O
     ii: int = 0  #: worst case, start-to-start of consecutive vectors
     engine: str = "sparse_dense"
@@ -97,6 +115,15 @@ class SparseDensePlan:
     @property
     def multipliers(self) -> int:
         return self.pes
+
+    @property
+    def weight_coding(self) -> str:
+        return "plain" if self.huffman is None else "huffman"
+
+    @property
+    def pipeline(self) -> int:
+        """Edges from an entry's issue to its accumulator write."""
+        return SPARSE_PIPELINE + (0 if self.huffman is None else HUFFMAN_PE_STAGES)
 
     @property
     def queue_depth(self) -> int:
@@ -119,8 +146,14 @@ def plan_sparse_dense(
     *,
     pes: int,
     index_bits: int = DEFAULT_INDEX_BITS,
+    weight_coding: str = "plain",
+    max_code_length: int = DEFAULT_WEIGHT_MAX_LEN,
 ) -> SparseDensePlan:
-    """A SparseDensePlan with every width derived as for the dense engine, and its worst-case timing."""
+    """A SparseDensePlan with every width derived as for the dense engine, and its worst-case timing.
+
+    weight_coding "huffman" stores the weight codes as per-PE Huffman streams (codes of at most
+    max_code_length bits), decoded one per cycle in front of the multiplier.
+    """
     weights = np.asarray(weights, dtype=np.int64)
     biases = np.asarray(biases, dtype=np.int64)
     if weights.ndim != 2 or biases.shape != (weights.shape[0],):
@@ -129,7 +162,10 @@ def plan_sparse_dense(
     if not 1 <= pes <= m:
         raise ScheduleError(f"layer '{source}': {pes} sparse PEs for {m} outputs; use 1 <= pes <= {m}")
     w_type, b_type, acc = mac_types(weights, biases, inp)
+    if weight_coding not in WEIGHT_CODINGS:
+        raise ScheduleError(f"layer '{source}': weight_coding {weight_coding!r}; use one of {list(WEIGHT_CODINGS)}")
     csc = encode_csc(weights, pes=pes, index_bits=index_bits, where=f"layer '{source}'")
+    huffman = code_weights(csc, max_code_length, f"layer '{source}'") if weight_coding == "huffman" else None
     plan = SparseDensePlan(
         name=name,
         source=source,
@@ -147,6 +183,7 @@ def plan_sparse_dense(
         weights=weights,
         biases=biases,
         csc=csc,
+        huffman=huffman,
     )
     latency, ii = worst_case_timing(plan)
     return dataclasses.replace(plan, latency=latency, ii=ii)
@@ -168,7 +205,9 @@ class SparseRun:
         return self.out_edges[:, -1] - self.in_edges[:, 0]
 
 
-def _pe_done(counts: np.ndarray, cols: np.ndarray, avail: np.ndarray, run_from: int) -> tuple[np.ndarray, np.ndarray]:
+def _pe_done(
+    counts: np.ndarray, cols: np.ndarray, avail: np.ndarray, run_from: int, pipeline: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per PE: the edge it is done with a vector, and its busy cycles (sum of max(n_t, 1))."""
     p = counts.shape[0]
     done = np.full(p, _NEVER, dtype=np.int64)
@@ -183,7 +222,7 @@ def _pe_done(counts: np.ndarray, cols: np.ndarray, avail: np.ndarray, run_from: 
         load = np.maximum(avail[t], load + prev_cost) if t else np.maximum(avail[t], load)
         prev_cost = cost[:, t]
         last_issue = np.where(n[:, t] > 0, load + n[:, t], last_issue)
-    done = np.maximum(last_issue + SPARSE_PIPELINE + 1, load + 1)
+    done = np.maximum(last_issue + pipeline + 1, load + 1)
     return done, cost.sum(axis=1)
 
 
@@ -212,7 +251,7 @@ def sparse_run(plan: SparseDensePlan, x_codes: np.ndarray, offers: np.ndarray | 
         a = np.maximum.accumulate(start - idx) + idx
         in_edges[v] = a
         cols = np.flatnonzero(x[v])
-        done, busy[v] = _pe_done(counts, cols, a[cols] + 1, run_from)
+        done, busy[v] = _pe_done(counts, cols, a[cols] + 1, run_from, plan.pipeline)
         d = int(max(a[-1] + 1, run_from, done.max()))
         drains[v] = d
         out_edges[v] = d + 1 + np.arange(m) + DRAIN_STAGES
@@ -259,6 +298,10 @@ def chain_beats(schedule: Schedule, x_row: np.ndarray | None = None) -> np.ndarr
     return offers
 
 
+def _hash_key(p: object) -> tuple[object, ...]:
+    return type(p).__name__, getattr(p, "name", None), getattr(p, "pes", None), getattr(p, "weight_coding", None)
+
+
 def replace_layers(schedule: Schedule, plans: dict[int, SparseDensePlan]) -> Schedule:
     """The Schedule with the layers at the given indices replaced (same streams), timing and hash redone.
 
@@ -279,9 +322,123 @@ def replace_layers(schedule: Schedule, plans: dict[int, SparseDensePlan]) -> Sch
     new = dataclasses.replace(schedule, layers=tuple(layers))
     digest = model_hash(
         *[a for p in layers for a in (p.weights, p.biases)],
-        extra=schedule.model_hash + repr([(type(p).__name__, p.name, getattr(p, "pes", None)) for p in layers]),
+        extra=schedule.model_hash
+        + repr(
+            [(type(p).__name__, p.name, getattr(p, "pes", None), getattr(p, "weight_coding", None)) for p in layers]
+        ),
     )
     return dataclasses.replace(new, latency=int(chain_beats(new)[-1]), ii=max(p.ii for p in layers), model_hash=digest)
+
+
+def column_word_bits(plan: SparseDensePlan) -> int:
+    """Bits of a column ROM word as templates/rtl/sparse_dense.sv.j2 declares it (hwgen.hw.rtl_emit.sparse_context):
+    {first code bit (Huffman only), first entry, entries}, each wide enough for the largest PE."""
+    enc = plan.csc
+    ea_w = max(1, max(c.entries for c in enc.pe_columns).bit_length())
+    cnt_w = max(1, int(enc.counts().max(initial=0)).bit_length())
+    return (0 if plan.huffman is None else plan.huffman.bit_addr_bits) + ea_w + cnt_w
+
+
+def storage_parts(plan: SparseDensePlan) -> dict[str, int]:
+    """Bits of the layer's weight memories by part; the parts add up to everything the engine stores.
+
+    Why by part: pruning, coding and indexing each cost memory, and a report should say which.
+    Plain: `values` (non-zero weight codes, W bits), `indices` (their relative row indices),
+    `padding` (padding zeros: value and index), `column_pointers` (the column ROMs).
+    Huffman: `huffman_codes` (the non-zero weights' codes), `stream_fill` (the streams' word fill and
+    zero words after each stream), `decoder_tables` (length limits, rank offsets, rank -> weight
+    code: one copy, shared by the PEs), `indices`, `padding` (the padding zeros' codes and indices),
+    `column_pointers` (the column ROMs, which also hold each column's first code bit).
+    Biases are not part of the weight memory (report.json counts them beside it).
+    """
+    enc, hw = plan.csc, plan.huffman
+    pad, real = enc.padding, enc.entries - enc.padding
+    parts: dict[str, int] = {}
+    if hw is None:
+        parts["values"] = real * plan.w.bits
+        pad_value_bits = pad * plan.w.bits
+    else:
+        pad_value_bits = pad * int(hw.code.lengths[0]) if pad else 0  # symbol 0 is the padding zero
+        parts["huffman_codes"] = hw.payload_bits - pad_value_bits
+        parts["stream_fill"] = hw.stored_bits - hw.payload_bits
+        parts["decoder_tables"] = hw.table_bits(plan.w.bits)
+    parts["indices"] = real * plan.index_bits
+    parts["padding"] = pad * plan.index_bits + pad_value_bits
+    parts["column_pointers"] = plan.pes * plan.in_features * column_word_bits(plan)
+    return parts
+
+
+def storage(plan: SparseDensePlan) -> dict[str, object]:
+    """The layer's weight memory (report.json `sparse.storage`): totals, `parts` (storage_parts), and for
+    Huffman-coded weights the stream bits against the entropy bound."""
+    parts = storage_parts(plan)
+    pointer_bits = parts["column_pointers"]
+    if plan.huffman is not None:
+        from hwgen.hw.huffman import storage as huffman_storage
+
+        doc = huffman_storage(plan.huffman, plan.csc, plan.w.bits, pointer_bits)
+    else:
+        enc = plan.csc
+        doc = {
+            "weight_coding": "plain",
+            "entries": enc.entries,
+            "value_bits": enc.entries * plan.w.bits,
+            "index_bits": enc.entries * plan.index_bits,
+            "pointer_bits": pointer_bits,
+        }
+    doc["parts"] = parts
+    doc["total_bits"] = sum(parts.values())
+    return doc
+
+
+def _by_depth(what: str, depths: list[int], width: int, banks: int = 1) -> list[tuple[str, int, int, int]]:
+    """(what, depth, width, copies): one entry per distinct per-PE depth (PEs of equal depth are copies)."""
+    out = []
+    for d in sorted(set(depths)):
+        pes = [p for p, dp in enumerate(depths) if dp == d]
+        where = f"PE {pes[0]}" if len(pes) == 1 else f"{len(pes)} PEs"
+        out.append((f"{what} ({where})", d, width, banks * len(pes)))
+    return out
+
+
+def sparse_resources(plan: SparseDensePlan) -> EngineResources:
+    """hwgen.hw.resources' estimate of the engine (an EngineResources): every memory sparse_dense.sv.j2
+    declares, at its depth and width, and rough LUT/FF.
+
+    Why its own model: the generic one counts the dense weight matrix. Per PE the engine stores its CSC
+    entries ({relative index, weight code}; Huffman-coded: the indices, and the code stream in two word
+    banks), its column ROM and its biases; one decoder table (rank -> weight code) is shared; the
+    activation queue is written at run time. Accumulators are registers.
+    """
+    from hwgen.hw.resources import CONTROL_FF, CONTROL_LUT, EngineResources, Memory
+
+    enc, hw = plan.csc, plan.huffman
+    depths = [max(1, c.entries) for c in enc.pe_columns]
+    col_w = column_word_bits(plan)
+    if hw is None:
+        mems = _by_depth("entries {index, weight}", depths, plan.index_bits + plan.w.bits)
+    else:
+        mems = _by_depth("relative indices", depths, plan.index_bits)
+        rows = [hw.words(p).size // 2 for p in range(plan.pes)]
+        mems += _by_depth("Huffman weight stream, 2 banks", rows, hw.word_bits, banks=2)
+        mems.append(("decoder table (rank -> weight code)", int(hw.code.sorted_symbols.size), plan.w.bits, 1))
+    mems += _by_depth("columns", [plan.in_features] * plan.pes, col_w)
+    mems.append(("biases", plan.rows, plan.bias.bits, plan.pes))
+    memories = [Memory(what, d, w, c) for what, d, w, c in mems]
+    j_w = max(1, (plan.in_features - 1).bit_length())
+    memories.append(Memory("activation queue", plan.in_features, j_w + plan.inp.bits, rom=False))
+    acc, req = plan.acc.bits, plan.acc.bits + 2
+    # per PE: accumulator adder + row select, column/entry counters; Huffman: window shifter and length comparators
+    pe_lut = 2 * acc + 2 * col_w
+    pe_ff = plan.rows * acc + plan.inp.bits + plan.w.bits + plan.prod.bits + col_w + plan.index_bits
+    if hw is not None:
+        pw = max(1, (hw.word_bits - 1).bit_length())
+        pe_lut += 2 * hw.word_bits * pw // 2 + hw.window * hw.window
+        pe_ff += 2 * hw.word_bits + hw.word_addr_bits + pw + hw.rank_bits
+    return EngineResources(
+        plan.name, plan.engine, multipliers=plan.pes, memories=memories,
+        lut=plan.pes * pe_lut + 2 * req + CONTROL_LUT, ff=plan.pes * pe_ff + req + plan.out.bits + CONTROL_FF,
+    )  # fmt: skip
 
 
 def dense_equivalent_cycles(in_features: int, out_features: int, multipliers: int) -> int:
@@ -294,13 +451,18 @@ __all__ = [
     "DRAIN_STAGES",
     "SPARSE_OUT_FIFO_DEPTH",
     "SPARSE_PIPELINE",
+    "WEIGHT_CODINGS",
     "SparseDensePlan",
     "SparseRun",
     "chain_beats",
+    "column_word_bits",
     "dense_equivalent_cycles",
     "plan_sparse_dense",
     "replace_layers",
     "sparse_beats",
+    "sparse_resources",
     "sparse_run",
+    "storage",
+    "storage_parts",
     "worst_case_timing",
 ]

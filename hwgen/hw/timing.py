@@ -9,17 +9,18 @@ to the edge accepting the last output beat, both of the same sample, with a sour
 idles and a sink that is always ready.
 
 Dense engine (templates/rtl/dense.sv.j2), K = in_features, M = out_features, SF = K/SIMD,
-NF = M/PE, T = adder-tree register stages (`tree_stages`), P = `dense_pipeline(simd)` = 7 + T:
+NF = M/PE, T = adder-tree register stages (`tree_stages`), P = `dense_pipeline(simd)` = 8 + T:
 
 - LOAD: one input element per edge into a double-buffered input memory (two banks of SF words of
   SIMD elements). The edge accepting the last element E marks the bank full.
 - COMPUTE: tiles (nf, sf) issue one per edge, the first at E+1; the last tile of fold f issues at
-  I_f = E + (f+1)*SF. Pipeline from an issue edge I: weight ROM / input buffer read registers (I),
-  operand registers (I+1: the block RAM select multiplexer gets its own cycle), each multiplier's
-  own input registers (I+2: the operands' fan-out is routed register to register), products
-  (I+3, the DSP block's output register), T adder-tree stages, accumulator (I+4+T), rounding +
-  shift (I+5+T), clamp (I+6+T), and the fold's PE results enter the output FIFO / serializer at
-  I+7+T = I+P.
+  I_f = E + (f+1)*SF. Pipeline from an issue edge I: input buffer read (I), input operand register
+  and weight ROM read (I+1), input fan-out registers (`operand_fanout`) and weight operand register
+  (I+2: the block RAM select multiplexer gets its own cycle), each multiplier's own input
+  registers (I+3: the input's fan-out to PE multipliers is routed register to register through a
+  tree), products (I+4, the DSP block's output register), T adder-tree stages, accumulator
+  (I+5+T), rounding + shift (I+6+T), clamp (I+7+T), and the fold's PE results enter the output
+  FIFO / serializer at I+8+T = I+P.
 - OUTPUT: the serializer loads a fold word at L_f = max(I_f + P, L_{f-1} + PE) and emits its PE
   elements at edges L_f+1 .. L_f+PE (one per edge, element p = neuron nf*PE+p).
   So the last output edge is E + X with
@@ -47,12 +48,13 @@ hwgen.hw.engine_timing, with the same conventions.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-#: register stages of the dense engine outside the adder tree: read, operands, multiplier inputs,
-#: product, accumulate, round/shift, clamp (the seventh edge loads the output FIFO)
-DENSE_FIXED_STAGES = 7
+#: register stages of the dense engine outside the adder tree: read, operands, input fan-out,
+#: multiplier inputs, product, accumulate, round/shift, clamp (the eighth edge loads the output FIFO)
+DENSE_FIXED_STAGES = 8
 
 #: adder-tree levels between two pipeline registers
 TREE_LEVELS_PER_STAGE = 2
@@ -74,6 +76,18 @@ def tree_levels(simd: int) -> int:
 def tree_stages(simd: int) -> int:
     """Register stages in the adder tree: one after every TREE_LEVELS_PER_STAGE levels."""
     return -(-tree_levels(simd) // TREE_LEVELS_PER_STAGE)
+
+
+def operand_fanout(pe: int) -> tuple[int, int]:
+    """(XG, groups): an input lane reaches its PE multipliers through `groups` = ceil(PE / XG) copies
+    of its register, each driving the multiplier input registers of XG neurons, XG = ceil(sqrt(PE)).
+
+    Why: one register driving the PE multipliers spread over a die is a long net (on the ECP5-85F,
+    60 DSP blocks behind one register took 11.5 ns of routing); two levels of about sqrt(PE) loads
+    each keep every net short for one register stage, whatever PE is.
+    """
+    xg = math.isqrt(pe - 1) + 1
+    return xg, -(-pe // xg)
 
 
 def dense_pipeline(simd: int) -> int:

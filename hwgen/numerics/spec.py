@@ -8,6 +8,8 @@
     blog<e7,b8,block=8>                      element exponent bits, shared exponent bits, block size
     binary, binary<channel>, binary<alpha=0.25>     +-alpha: per tensor, per output channel, fixed
     ternary, ternary<channel>, ternary<alpha=0.25>  TWN -alpha/0/+alpha
+    scaled<0..255,s=0.0039215688593685627>   imported QDQ/QONNX scale (hwgen.numerics.scaled); per
+    scaled<-127..127,s=[0.01;0.02],axis=0>   channel: scales separated by ';', optional zp=, bits=
 
 `parse_format(f.name) == f` for every format.
 """
@@ -23,13 +25,15 @@ from hwgen.numerics.block_log import BlockLog
 from hwgen.numerics.block_minifloat import BlockMinifloat
 from hwgen.numerics.fixed import FixedPoint, Float32, NumberFormat
 from hwgen.numerics.minifloat import Minifloat
+from hwgen.numerics.scaled import ScaledInt, container_of
 
+_RANGE_RE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
 _SPEC_RE = re.compile(r"^([a-z][a-z0-9]*)\s*(?:<(.*)>)?$")
 _EM_RE = re.compile(r"^e(\d+)m(\d+)$")
 _INT_RE = re.compile(r"^-?\d+$")
 _EXAMPLES = (
     "'fixed<8,4>', 'minifloat<e4m3,bias=7,denorm>', 'bfp<m7,e8,block=16>', 'bminifloat<e4m3,b8,block=8,denorm>', "
-    "'blog<e7,b8,block=8>', 'binary', 'ternary<channel>' or 'float32'"
+    "'blog<e7,b8,block=8>', 'binary', 'ternary<channel>', 'scaled<0..255,s=0.0039215688593685627>' or 'float32'"
 )
 
 
@@ -72,6 +76,40 @@ def _em(args: list[str], spec: str) -> tuple[int, int, list[str]]:
     if m is None:
         raise _bad(spec, "the first argument must be eXmY, e.g. e4m3")
     return int(m.group(1)), int(m.group(2)), args[1:]
+
+
+def _float(text: str, what: str, spec: str) -> float:
+    try:
+        v = float(text)
+    except ValueError as err:
+        raise _bad(spec, f"{what} must be a number, got {text!r}") from err
+    return v
+
+
+def _scaled(args: list[str], spec: str) -> ScaledInt:
+    """scaled<lo..hi,s=S|[S;S;...][,axis=A][,zp=Z][,bits=B,signed|unsigned]> (see hwgen.numerics.scaled)."""
+    r = _RANGE_RE.match(args[0]) if args else None
+    if r is None:
+        raise _bad(spec, "the first argument must be the code range lo..hi, e.g. 0..255")
+    lo, hi = int(r.group(1)), int(r.group(2))
+    flags, kv, _ = _options(args[1:], spec, ("signed", "unsigned"), ("s", "axis", "zp", "bits"), ())
+    if "s" not in kv:
+        raise _bad(spec, "scaled needs its scale s=S (or per channel s=[S;S;...])")
+    text = kv["s"]
+    if text.startswith("[") and text.endswith("]"):
+        scale = tuple(_float(t.strip(), "a scale", spec) for t in text[1:-1].split(";"))
+    else:
+        scale = (_float(text, "the scale", spec),)
+    bits, signed = container_of(lo, hi)
+    if "bits" in kv:
+        bits = _int(kv["bits"], "bits", spec)
+        if len(flags) != 1:
+            raise _bad(spec, "bits= needs exactly one of signed / unsigned")
+        signed = flags[0] == "signed"
+    elif flags:
+        raise _bad(spec, f"{flags[0]} is only read together with bits=")
+    axis, zp = _int(kv.get("axis", "0"), "axis", spec), _int(kv.get("zp", "0"), "zp", spec)
+    return ScaledInt(bits, signed, lo, hi, scale, axis, zp)
 
 
 def parse_format(name: str) -> NumberFormat:
@@ -117,4 +155,6 @@ def parse_format(name: str) -> NumberFormat:
             except ValueError as err:
                 raise _bad(spec, f"alpha must be a number, got {kv['alpha']!r}") from err
         return cls(per_channel="channel" in flags, alpha=alpha)
+    if family == "scaled":
+        return _scaled(args, spec)
     raise _bad(name, f"no format family {family!r}")

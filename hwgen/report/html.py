@@ -9,7 +9,9 @@ Output is deterministic: no times, no paths, PNGs without a software tag.
 Sections come from whatever the directory holds; a section with no data is left out.
 
 From a build directory (`hwgen build`):
-- report.json (hwgen.report.summary): the per-layer table, accuracy, totals;
+- report.json (hwgen.report.summary): the per-layer table, accuracy, totals; the sparse engines' weight
+  memory by part, Huffman bits per weight beside the entropy (`layers[].sparse`); the stored bits of
+  every layer by part against float32 (`compression`, hwgen.report.storage);
 - ir/ (hwgen.ir.serialize): the quantized weights, for the histograms and sparsity per layer.
 
 From a compression directory (`hwgen compress`; format in hwgen.compress's docstring, format_version 1):
@@ -46,6 +48,29 @@ from hwgen.hw.render import templates_dir
 STORAGE_ORDER = ("codes", "indices", "codebook", "code_tables", "pointers", "padding", "bias")
 #: at most this many histogram bins; a quantized layer with fewer levels gets one bin per level
 MAX_BINS = 256
+#: column order of the stored-bits tables (report.json: hwgen.report.storage and hwgen.hw.sparse.storage_parts)
+STORED_PART_ORDER = (
+    "dense_weights",
+    "values",
+    "huffman_codes",
+    "stream_fill",
+    "decoder_tables",
+    "indices",
+    "padding",
+    "column_pointers",
+    "biases",
+)
+STORED_PART_TITLES = {
+    "dense_weights": "weight ROM",
+    "values": "weight values",
+    "huffman_codes": "Huffman codes",
+    "stream_fill": "stream word fill",
+    "decoder_tables": "decoder table",
+    "indices": "relative indices",
+    "padding": "padding zeros",
+    "column_pointers": "column ROM",
+    "biases": "biases",
+}
 #: per-layer estimates of hwgen.hw.resources shown in the layer table
 RESOURCE_COLUMNS = ("multipliers", "memory_bits", "lut", "ff")
 _STAGE_FILE = re.compile(r"^(\d+)_(.+)\.npz$")
@@ -161,6 +186,53 @@ def _layer_row(layer: dict[str, Any], weights: np.ndarray | None) -> dict[str, A
     }
 
 
+def _ordered_parts(dicts: list[dict[str, Any]]) -> list[str]:
+    seen = list(dict.fromkeys(k for d in dicts for k in d))
+    return [k for k in STORED_PART_ORDER if k in seen] + [k for k in seen if k not in STORED_PART_ORDER]
+
+
+def _sparse_rows(layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sparse-engine layers: weight coding, CSC shape and the weight memory by part (report.json `sparse`)."""
+    rows = []
+    for lay in layers:
+        sp = lay.get("sparse")
+        if not isinstance(sp, dict):
+            continue
+        st = sp.get("storage") or {}
+        rows.append(
+            {
+                "name": lay.get("onnx_name") or lay.get("name", ""),
+                "coding": sp.get("weight_coding") or st.get("weight_coding") or "plain",
+                "pes": sp.get("pes"),
+                "index_bits": sp.get("index_bits"),
+                "density": sp.get("density"),
+                "padding_entries": sp.get("padding_entries"),
+                "parts": st.get("parts") or {},
+                "total": st.get("total_bits"),
+                "stream_rom": st.get("stream_rom_bits"),
+                "bits_per_weight": st.get("huffman_bits_per_weight"),
+                "entropy": st.get("entropy_bits_per_weight"),
+                "max_code_length": st.get("max_code_length"),
+                "symbols": st.get("symbols"),
+            }
+        )
+    return rows
+
+
+def _stored(compression: dict[str, Any]) -> dict[str, Any] | None:
+    """report.json `compression` per layer and part (None for reports written before it had them)."""
+    layers = [lay for lay in compression.get("layers") or [] if isinstance(lay, dict)]
+    if not layers:
+        return None
+    return {
+        "layers": layers,
+        "parts": _ordered_parts([lay.get("parts_bits") or {} for lay in layers]),
+        "totals": compression.get("parts_bits") or {},
+        "stored_bits": compression.get("stored_bits"),
+        "fp32_bits": compression.get("fp32_bits"),
+    }
+
+
 def _build_section(out_dir: Path) -> dict[str, Any] | None:
     path = out_dir / "report.json"
     if not path.is_file():
@@ -173,6 +245,7 @@ def _build_section(out_dir: Path) -> dict[str, Any] | None:
     layers = rep.get("layers") or []
     rows = [_layer_row(lay, weights.get(lay.get("onnx_name") or lay.get("name", ""))) for lay in layers]
     hw = rep.get("hardware") or {}
+    sparse = _sparse_rows(layers)
     synth = {k: v for k, v in (hw.get("resources") or {}).items() if v is not None}
     return {
         "model": rep.get("model") or {},
@@ -180,6 +253,10 @@ def _build_section(out_dir: Path) -> dict[str, Any] | None:
         "resource_columns": [k for k in RESOURCE_COLUMNS if any(k in r["resources"] for r in rows)],
         "accuracy": rep.get("accuracy"),
         "compression": rep.get("compression") or {},
+        "stored": _stored(rep.get("compression") or {}),
+        "sparse": sparse,
+        "sparse_parts": _ordered_parts([r["parts"] for r in sparse]),
+        "part_titles": STORED_PART_TITLES,
         "hardware": {
             "latency_cycles": hw.get("latency_cycles"),
             "ii_cycles": hw.get("ii_cycles"),

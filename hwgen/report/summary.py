@@ -12,8 +12,10 @@ from hwgen.hw.devices import Device
 from hwgen.hw.plan import ConvPlan, DensePlan, Schedule, WinogradConvPlan
 from hwgen.hw.resources import estimate_report
 from hwgen.hw.sparse import SparseDensePlan
+from hwgen.hw.sparse import storage as sparse_storage
 from hwgen.ir.graph import Graph
 from hwgen.passes.base import NodeRecord
+from hwgen.report.storage import compression_section
 
 #: the plans with weights, MACs and a requantized accumulator
 MAC_PLANS = (DensePlan, ConvPlan, SparseDensePlan, WinogradConvPlan)
@@ -59,7 +61,6 @@ def build_report(
     by_source = {(n.onnx_name or n.name): n for n in quant_graph.nodes}
     quant_rec = {r.node: r.values for r in records if r.pass_name == "quantize_fixed"}
     layers = []
-    compressed_bits = 0
     for plan in schedule.layers:
         node = by_source.get(plan.source)
         rec = quant_rec.get(node.name, {}) if node is not None else {}
@@ -84,7 +85,6 @@ def build_report(
         if isinstance(plan, MAC_PLANS):
             params = int(plan.weights.size + plan.biases.size)
             weight_bits = int(plan.weights.size * plan.w.bits + plan.biases.size * plan.bias.bits)
-            compressed_bits += weight_bits
             macs, reuse = _macs_reuse(plan)
             entry.update(
                 {
@@ -122,6 +122,9 @@ def build_report(
                     "index_bits": plan.index_bits,
                     "csc_entries": plan.csc.entries,
                     "padding_entries": plan.csc.padding,
+                    "weight_coding": plan.weight_coding,
+                    # weight memory by part; Huffman-coded: stream bits against the entropy bound
+                    "storage": sparse_storage(plan),
                 }
             if isinstance(plan, WinogradConvPlan):
                 entry["winograd"] = {"tile": plan.tile, "tiles": list(plan.tiles)}
@@ -147,8 +150,6 @@ def build_report(
                     }
                 )
         layers.append(entry)
-    fp32_bytes = 4 * _float_params(float_graph)
-    compressed_bytes = (compressed_bits + 7) // 8
     return {
         "hwgen_report_version": 1,
         "model": {
@@ -170,11 +171,10 @@ def build_report(
             },
         },
         "layers": layers,
-        "compression": {
-            "fp32_bytes": fp32_bytes,
-            "compressed_bytes": compressed_bytes,
-            "ratio": round(fp32_bytes / compressed_bytes, 3) if compressed_bytes else None,
-        },
+        # what each engine stores (sparse: CSC or Huffman parts), by part, against float32
+        "compression": compression_section(
+            [p for p in schedule.layers if isinstance(p, MAC_PLANS)], _float_params(float_graph)
+        ),
         "hardware": {
             "latency_cycles": schedule.latency,
             "ii_cycles": schedule.ii,

@@ -146,3 +146,37 @@ def requantize_float32(
     scale = np.ldexp(m.astype(np.float32), (-n).astype(np.int32)).astype(np.float32)  # exact: M0 < 2**24
     prod = np.asarray(acc, dtype=np.float64).astype(np.float32) * scale  # int -> float32 rounds half-even
     return np.clip(np.rint(prod).astype(np.float64), lo, hi).astype(np.int64)
+
+
+#: significant bits of an IEEE float32 (23 stored + the implicit one)
+FLOAT32_SIGNIFICANT_BITS = 24
+
+
+def round_significant(x: int, bits: int = FLOAT32_SIGNIFICANT_BITS) -> int:
+    """x >= 0 rounded half to even to `bits` significant bits, kept at its own scale (low bits zero).
+
+    The integer view of a float32 rounding: bits below the leading one's position - (bits - 1) are
+    dropped, so the hardware finds that position by smearing the leading one down (no shifter).
+    """
+    drop = int(x).bit_length() - bits
+    if drop <= 0:
+        return int(x)
+    half = 1 << (drop - 1)
+    lsb = (x >> drop) & 1
+    return ((x + half - 1 + lsb) >> drop) << drop
+
+
+def requantize_float32_integer(acc: int, multiplier: int, shift: int, lo: int, hi: int) -> int:
+    """`requantize_float32` of one accumulator in integer steps only: the algorithm both hardware views run.
+
+    float32(acc) is round_significant(|acc|) (exact below 2**24); float32 * float32 is exact in
+    48 bits, then round_significant again; rint is a half-even shift by `shift`; the sign is
+    applied to the magnitude (IEEE rounding is symmetric), then the clamp. Equal to
+    requantize_float32 whenever multiplier * 2**-shift is a float32 (tests/sim/test_float32_requant.py).
+    """
+    a = round_significant(abs(int(acc)))
+    q = round_significant(a * int(multiplier))
+    half_even = (q + (1 << (shift - 1)) - 1 + ((q >> shift) & 1)) >> shift if shift > 0 else None
+    r = q << -shift if half_even is None else half_even
+    v = -r if acc < 0 else r
+    return min(max(v, lo), hi)

@@ -167,6 +167,29 @@ def test_onnxruntime_qdq_bit_exact(float_models, digits, tmp_path, model, per_ch
     assert (output_codes(q, test) != codes_of(q, ref)).mean() <= 1e-3
 
 
+@pytest.mark.gxx
+def test_build_float32_requant_matches_onnxruntime(float_models, digits, tmp_path) -> None:
+    """`[quantize] requant_arith = "float32"`: `hwgen build` of a QDQ model from onnxruntime's static
+    quantizer, then C simulation of the generated engines: every output code equals onnxruntime's."""
+    from hwgen.build import build, load_build
+    from hwgen.config import config_from_dict
+    from hwgen.verify import run_verify
+
+    x, _ = digits
+    path = ort_qdq(float_models["mlp"], tmp_path / "q.onnx", x[:256], True, "uint8")
+    cfg = config_from_dict({"quantize": {"requant_arith": "float32"}})
+    b = build(path, tmp_path / "out", cfg)
+    loaded = load_build(b.out_dir)
+    assert all(n.attrs.get("requant_arith") == "float32" for n in loaded.graph.nodes if n.op == "Dense")
+    test = x[1200:1264]
+    data = tmp_path / "data.npz"
+    np.savez(data, x=test)
+    ver = run_verify(loaded, csim=True, rtl=False, n=len(test), data=data, seed=0)
+    assert ver["csim"]["vectors"] == len(test) and ver["csim"]["mismatched_bits"] == 0
+    ref = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": test})[0]
+    np.testing.assert_array_equal(output_codes(loaded.graph, test), codes_of(loaded.graph, ref))
+
+
 def test_onnxruntime_qdq_keeps_exporter_scales(float_models, digits, tmp_path) -> None:
     """Weights are the model's int8 codes with its per-channel scales; activations keep its scales."""
     path = ort_qdq(float_models["cnn"], tmp_path / "q.onnx", digits[0][:256], True, "uint8")

@@ -22,7 +22,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "frontend"))  # the
 from test_qdq import _Cnn, _export, _Mlp, _train, ort_qdq
 
 from hwgen.config import config_from_dict
-from hwgen.errors import ScheduleError
 from hwgen.frontend import import_onnx
 from hwgen.hw.lower import schedule_graph
 from hwgen.hw.plan import ConvPlan, DensePlan, IntType, Requant
@@ -127,10 +126,25 @@ def test_mlp_plan_computes_the_golden_model(qdq_models, digits, name) -> None:
     np.testing.assert_array_equal(h, exact.run_codes(g, x)[g.outputs[0]])
 
 
-def test_float32_requant_is_refused(qdq_models) -> None:
-    g = imported(qdq_models["mlp_per_tensor"], RequantArith.FLOAT32)
-    with pytest.raises(ScheduleError, match="golden-model-only"):
-        schedule_graph(g, config_from_dict({}))
+@pytest.mark.parametrize("name", ["mlp_per_tensor", "mlp_per_channel"])
+def test_float32_plan_computes_the_golden_model(qdq_models, digits, name) -> None:
+    """requant_arith='float32': (M, n) per channel as the golden model has them, the bias left in the
+    accumulator, and the plans' integer algorithm equal to sim.exact's float32 arithmetic."""
+    g = imported(qdq_models[name], RequantArith.FLOAT32)
+    plans = mac_plans(schedule_graph(g, config_from_dict({})))
+    assert len(plans) == 2
+    x = exact.encode_input(g, digits[0][1200:1400])
+    h = x.reshape(len(x), -1)
+    for p, node in zip(plans, [n for n in g.nodes if n.op == "Dense"], strict=True):
+        rq, sr = p.requant, exact.scaled_requant(g, node)
+        assert rq.float32 and "arith='float32'" in repr(rq) and rq.shifts == sr.shift and rq.multiplier == sr.multiplier
+        assert p.biases.any() and not any(rq.offset)
+        acc = h @ p.weights.T + p.biases
+        h = integer_kernels.requantize_float32(acc, np.array(rq.multiplier), np.array(rq.shifts), rq.lo, rq.hi)
+        by_int = [[integer_kernels.requantize_float32_integer(a, m, n, rq.lo, rq.hi) for a, m, n in
+                   zip(row, rq.multiplier, rq.shifts, strict=True)] for row in acc[:20]]  # fmt: skip
+        np.testing.assert_array_equal(by_int, h[:20])
+    np.testing.assert_array_equal(h, exact.run_codes(g, x)[g.outputs[0]])
 
 
 # -- HLS C simulation -----------------------------------------------------------------------------
@@ -150,12 +164,22 @@ def _vectors(g: Graph, real: np.ndarray, n_random: int = 16) -> np.ndarray:
 
 @pytest.mark.gxx
 @pytest.mark.skipif(not HAVE_GXX, reason="needs g++ and hls4ml's ap_types")
-@pytest.mark.parametrize("name", ["mlp_per_tensor", "mlp_per_channel", "cnn_per_tensor", "cnn_per_channel"])
-def test_hls_csim_bit_exact(qdq_models, digits, tmp_path, name) -> None:
+@pytest.mark.parametrize(
+    ("name", "arith"),
+    [
+        ("mlp_per_tensor", RequantArith.INTEGER),
+        ("mlp_per_channel", RequantArith.INTEGER),
+        ("cnn_per_tensor", RequantArith.INTEGER),
+        ("cnn_per_channel", RequantArith.INTEGER),
+        ("mlp_per_channel", RequantArith.FLOAT32),
+        ("cnn_per_tensor", RequantArith.FLOAT32),
+    ],
+)
+def test_hls_csim_bit_exact(qdq_models, digits, tmp_path, name, arith) -> None:
     from hwgen.hw.csim import run_csim
     from hwgen.hw.hls_emit import emit_hls
 
-    g = imported(qdq_models[name])
+    g = imported(qdq_models[name], arith)
     sched = schedule_graph(g, config_from_dict({}))
     plans = mac_plans(sched)
     assert plans and all(p.requant.scaled for p in plans), [type(p).__name__ for p in sched.layers]
@@ -172,10 +196,14 @@ def test_hls_csim_bit_exact(qdq_models, digits, tmp_path, name) -> None:
     assert len(np.unique(expected, axis=0)) > 4  # the vectors exercise the layers
 
 
-def test_rtl_refuses_multiplier_requant(qdq_models, tmp_path) -> None:
-    """The RTL templates have no multiplier stage yet: a clear refusal, never a pure-shift design."""
+@pytest.mark.parametrize("arith", [RequantArith.INTEGER, RequantArith.FLOAT32])
+def test_rtl_emits_multiplier_requant(qdq_models, tmp_path, arith) -> None:
+    """Both requant arithmetics have RTL (simulated in rtl_tests/test_scaled_requant_rtl.py): the
+    per-channel constants are in the Verilog, and a float32 layer rounds in integers only."""
     from hwgen.hw.rtl_emit import emit_rtl
 
-    sched = schedule_graph(imported(qdq_models["mlp_per_tensor"]), config_from_dict({}))
-    with pytest.raises(ScheduleError, match="no RTL template"):
-        emit_rtl(sched, tmp_path / "rtl")
+    sched = schedule_graph(imported(qdq_models["mlp_per_channel"], arith), config_from_dict({}))
+    emit_rtl(sched, tmp_path / "rtl")
+    text = "".join(f.read_text() for f in sorted((tmp_path / "rtl").glob("*.sv")))
+    assert text.count("localparam logic [NF*PE*RQ_M_W-1:0] RQ_M") == len(mac_plans(sched))  # once per engine
+    assert ("rqf_pr" in text) == (arith is RequantArith.FLOAT32)

@@ -7,8 +7,8 @@ import itertools
 import math
 
 import pytest
-
 from conftest import make_mlp_onnx, quant_config, random_input
+
 from hwgen.config import BuildConfig, HardwareConfig, LayerConfig
 from hwgen.errors import ConfigError, ScheduleError
 from hwgen.hw import devices as devmod

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import LENET_CALIB, LENET_ONNX, make_mlp_onnx
+
 from hwgen.build import build
 from hwgen.cli import main
-from hwgen.config import BuildConfig
+from hwgen.config import BuildConfig, config_from_dict
 from hwgen.errors import HwgenError
 from hwgen.ir.serialize import load_graph
 from hwgen.passes.huffman import build_code
@@ -45,6 +45,17 @@ def lenet_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("lenet") / "out"
     build(LENET_ONNX, out, BuildConfig(), calib=LENET_CALIB)
     return out
+
+
+@pytest.fixture(scope="module")
+def sparse_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny MLP whose first layer runs on the sparse engine with Huffman-coded weights (html: report.html)."""
+    d = tmp_path_factory.mktemp("sparse")
+    model = d / "mlp.onnx"
+    model.write_bytes(make_mlp_onnx([16, 12, 6], seed=3).SerializeToString())
+    cfg = config_from_dict({"layers": {"fc0": {"engine": "sparse", "pes": 3, "weight_coding": "huffman"}}})
+    build(model, d / "out", cfg, html=True)
+    return d / "out"
 
 
 def _compress_dir(root: Path, names: tuple[str, ...] = ("fc1", "fc2")) -> Path:
@@ -134,6 +145,46 @@ def test_build_report_tables_and_plots(lenet_build: Path) -> None:
     assert all(b.startswith(PNG_MAGIC) for b in imgs)
     assert 'id="compress"' not in page  # no compress.json: no section
     assert "http" not in page.replace("http-equiv", "")  # self-contained: nothing loaded from the network
+
+
+def _cells(section: str, name: str) -> list[str]:
+    """The cells of the row of layer `name` (tags stripped, entities decoded)."""
+    row = re.search(rf"<tr><td class=\"l\"><code>{re.escape(name)}</code>.*?</tr>", section, re.S)
+    assert row, f"no row for {name}"
+    return [html.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row[0], re.S)]
+
+
+def test_sparse_huffman_storage_section(sparse_build: Path) -> None:
+    page = (sparse_build / "report.html").read_text()  # written by the build itself
+    rep = json.loads((sparse_build / "report.json").read_text())
+    sp = rep["layers"][0]["sparse"]
+    st = sp["storage"]
+    assert "<h3>Sparse engines: weight storage</h3>" in page
+    table = _section(page, "build-sparse")
+    heads = [html.unescape(h) for h in re.findall(r"<th[^>]*>(.*?)</th>", table)]
+    cells = dict(zip(heads, _cells(table, "fc0"), strict=True))
+    assert cells["weight coding"] == "huffman" and cells["PEs"] == "3"
+    # the breakdown: stream codes and fill, decoder table, indices, column ROM, padding, and the total
+    for part, title in (
+        ("huffman_codes", "Huffman codes (bit)"),
+        ("stream_fill", "stream word fill (bit)"),
+        ("decoder_tables", "decoder table (bit)"),
+        ("indices", "relative indices (bit)"),
+        ("padding", "padding zeros (bit)"),
+        ("column_pointers", "column ROM (bit)"),
+    ):
+        assert cells[title] == f"{st['parts'][part]:,}"
+    assert cells["total (bit)"] == f"{st['total_bits']:,}"
+    assert cells["stream ROM (bit)"] == f"{st['stream_rom_bits']:,}"
+    # Huffman bits per weight beside the entropy (which no code beats)
+    bpw, ent = float(cells["Huffman bits / weight"]), float(cells["entropy bits / weight"])
+    assert bpw == pytest.approx(st["huffman_bits_per_weight"], abs=5e-4) and ent <= bpw
+    assert "fc1" not in table  # the dense layer has no sparse storage
+    # stored bits of every layer by part, against float32 (report.json `compression`)
+    stored = _section(page, "build-storage")
+    comp = rep["compression"]
+    assert _cells(stored, "fc1")[-1] == f"{comp['layers'][1]['total_bits']:,}"
+    assert f"<th>{comp['stored_bits']:,}</th>" in stored and f"<th>{comp['fp32_bits']:,}</th>" in stored
 
 
 def test_compress_report_sections(tmp_path: Path) -> None:
@@ -267,8 +318,12 @@ def _load_in_chromium(page: Path, tmp_path: Path) -> dict:
 # for development machines without it.
 @pytest.mark.chromium
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs headless Chromium (apt-get install chromium)")
-def test_reports_load_in_headless_chromium(lenet_build: Path, tmp_path: Path) -> None:
-    pages = [write_html_report(lenet_build), write_html_report(_compress_dir(tmp_path, names=(EVIL, "fc2")))]
+def test_reports_load_in_headless_chromium(lenet_build: Path, sparse_build: Path, tmp_path: Path) -> None:
+    pages = [
+        write_html_report(lenet_build),
+        write_html_report(sparse_build),
+        write_html_report(_compress_dir(tmp_path, names=(EVIL, "fc2"))),
+    ]
     for page in pages:
         probe = _load_in_chromium(page, tmp_path)
         assert probe["errors"] == []
