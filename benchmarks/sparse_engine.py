@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from benchmarks.common import ROOT, provenance, save
 from hwgen.hw.plan import DensePlan, IntType, Requant, StreamPort
 from hwgen.hw.schedule import chain_schedule, plan_dense
-from hwgen.hw.sparse import chain_beats, plan_sparse_dense, replace_layers, sparse_run
+from hwgen.hw.sparse import chain_beats, plan_sparse_dense, replace_layers, sparse_from_dense, sparse_run
 from hwgen.numerics import Rounding
 
 LENET = ROOT / "models" / "lenet300" / "lenet300.onnx"
@@ -168,7 +168,7 @@ def lenet(work: Path, images: int, pes: int) -> dict:
     plans = {}
     for i, p in enumerate(sched.layers):
         n_pes = min(pes, p.out_features)
-        plans[i] = plan_sparse_dense(p.name, p.source, p.weights, p.biases, p.inp, p.out, p.requant, pes=n_pes)
+        plans[i] = sparse_from_dense(p, pes=n_pes)
     s = replace_layers(sched, plans)
     data = np.load(ROOT / "models" / "lenet300" / "mnist_test_1k.npz")
     x, y = data["x"][:images], data["y"][:images]

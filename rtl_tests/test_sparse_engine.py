@@ -16,7 +16,14 @@ from test_dense import chain, extreme_vectors, first_mismatch, golden_layers, pl
 from hwgen.hw.plan import IntType, Requant, Schedule
 from hwgen.hw.rtl_emit import emit_rtl
 from hwgen.hw.rtl_sim import RtlResult, run_rtl
-from hwgen.hw.sparse import SparseDensePlan, chain_beats, plan_sparse_dense, replace_layers, sparse_run
+from hwgen.hw.sparse import (
+    SparseDensePlan,
+    chain_beats,
+    plan_sparse_dense,
+    replace_layers,
+    sparse_from_dense,
+    sparse_run,
+)
 from hwgen.hw.timing import dense_timing
 from hwgen.numerics import Rounding
 
@@ -261,10 +268,7 @@ def test_pruned_lenet_lowered_and_swapped(tmp_path: Path, build_root: Path) -> N
     onnx.save(model, str(tmp_path / "lenet300_pruned.onnx"))
     cfg = config_from_dict({"quantize": {"weight_bits": 8, "act_bits": 8}})
     _g, qg, sched, _r = compile_model(tmp_path / "lenet300_pruned.onnx", cfg, root / "mnist_calib.npz", lambda _s: None)
-    plans = {
-        i: plan_sparse_dense(p.name, p.source, p.weights, p.biases, p.inp, p.out, p.requant, pes=min(4, p.out_features))
-        for i, p in enumerate(sched.layers)
-    }
+    plans = {i: sparse_from_dense(p, pes=min(4, p.out_features)) for i, p in enumerate(sched.layers)}
     s = replace_layers(sched, plans)
     with np.load(root / "mnist_test_1k.npz") as f:
         x = f["x"][:8]

@@ -54,7 +54,7 @@ from hwgen.hw.schedule import (
     with_product_type,
 )
 from hwgen.hw.softmax import plan_softmax, softmax_layout
-from hwgen.hw.sparse import DEFAULT_INDEX_BITS, SparseDensePlan, plan_sparse_dense, replace_layers
+from hwgen.hw.sparse import DEFAULT_INDEX_BITS, SparseDensePlan, replace_layers, sparse_from_dense
 from hwgen.ir.graph import Graph, Node
 from hwgen.numerics import FixedPoint, Rounding
 from hwgen.passes.quantize import LUT_MAX_INPUT_BITS
@@ -234,22 +234,12 @@ def _huffman_keys(layer: LayerConfig) -> list[str]:
 def _to_sparse(
     p: DensePlan, pes: int, index_bits: int, weight_coding: str = "plain", max_code_length: int = DEFAULT_WEIGHT_MAX_LEN
 ) -> SparseDensePlan:
-    """The sparse engine computing the dense plan's layer (same name, streams, widths, requantization)."""
-    sp = plan_sparse_dense(
-        p.name,
-        p.source,
-        p.weights,
-        p.biases,
-        p.inp,
-        p.out,
-        p.requant,
-        pes=pes,
-        index_bits=index_bits,
-        weight_coding=weight_coding,
-        max_code_length=max_code_length,
+    """The sparse engine computing the dense plan's layer, logged."""
+    sp = sparse_from_dense(
+        p, pes=pes, index_bits=index_bits, weight_coding=weight_coding, max_code_length=max_code_length
     )
     log.info("%s: sparse engine, %d PEs, density %.3f, %s weights", p.source, sp.pes, sp.density, weight_coding)
-    return dataclasses.replace(sp, inputs=p.inputs, outputs=p.outputs)
+    return sp
 
 
 def _chain(graph: Graph) -> list[Node]:

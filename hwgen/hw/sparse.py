@@ -57,6 +57,7 @@ from hwgen.hw.schedule import mac_types, model_hash, product_type
 from hwgen.passes.encode_sparse import CscEncoding, encode_csc
 
 if TYPE_CHECKING:
+    from hwgen.hw.plan import DensePlan
     from hwgen.hw.resources import EngineResources
 
 #: PE pipeline: issue (entry ROM read) -> product and row -> accumulator write; the last
@@ -187,6 +188,31 @@ def plan_sparse_dense(
     )
     latency, ii = worst_case_timing(plan)
     return dataclasses.replace(plan, latency=latency, ii=ii)
+
+
+def sparse_from_dense(
+    p: DensePlan,
+    *,
+    pes: int,
+    index_bits: int = DEFAULT_INDEX_BITS,
+    weight_coding: str = "plain",
+    max_code_length: int = DEFAULT_WEIGHT_MAX_LEN,
+) -> SparseDensePlan:
+    """The sparse engine computing a dense plan's layer: same name, streams, widths and requantization."""
+    sp = plan_sparse_dense(
+        p.name,
+        p.source,
+        p.weights,
+        p.biases,
+        p.inp,
+        p.out,
+        p.requant,
+        pes=pes,
+        index_bits=index_bits,
+        weight_coding=weight_coding,
+        max_code_length=max_code_length,
+    )
+    return dataclasses.replace(sp, inputs=p.inputs, outputs=p.outputs)
 
 
 # -- cycle model ----------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from test_csim import cache, chain, check, needs_gxx, plan
 from hwgen.hw.csim import run_csim
 from hwgen.hw.hls_emit import emit_hls
 from hwgen.hw.plan import IntType, Schedule
-from hwgen.hw.sparse import SparseDensePlan, plan_sparse_dense, replace_layers
+from hwgen.hw.sparse import SparseDensePlan, replace_layers, sparse_from_dense
 from hwgen.numerics import Rounding
 
 __all__ = ["cache"]  # the session's binary cache, shared with test_csim
@@ -38,9 +38,7 @@ def swap(s: Schedule, at: dict[int, tuple[int, int]]) -> Schedule:
     plans: dict[int, SparseDensePlan] = {}
     for i, (pes, bits) in at.items():
         p = s.layers[i]
-        plans[i] = plan_sparse_dense(
-            p.name, p.source, p.weights, p.biases, p.inp, p.out, p.requant, pes=pes, index_bits=bits
-        )
+        plans[i] = sparse_from_dense(p, pes=pes, index_bits=bits)
     return replace_layers(s, plans)
 
 

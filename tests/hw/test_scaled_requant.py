@@ -21,7 +21,7 @@ from hwgen.frontend import import_onnx
 from hwgen.hw.plan import DensePlan, IntType, Requant, Schedule, StreamPort
 from hwgen.hw.rtl_emit import _packed_chunks, emit_rtl
 from hwgen.hw.schedule import chain_schedule, plan_dense, unify_shift
-from hwgen.hw.sparse import plan_sparse_dense, replace_layers
+from hwgen.hw.sparse import replace_layers, sparse_from_dense
 from hwgen.numerics import Rounding, parse_format
 from hwgen.passes.canonicalize import canonicalize
 from hwgen.passes.quantize import quantize_imported
@@ -163,7 +163,7 @@ def test_dense_rtl_carries_the_multiplier_constants(tmp_path: Path) -> None:
 
 def test_sparse_engine_refuses_a_multiplier_requant(tmp_path: Path) -> None:
     p = _scaled_plan()
-    sp = plan_sparse_dense(p.name, p.source, p.weights, p.biases, p.inp, p.out, p.requant, pes=2, index_bits=4)
+    sp = sparse_from_dense(p, pes=2, index_bits=4)
     with pytest.raises(ScheduleError, match="sparse engine"):
         emit_rtl(replace_layers(_chain(p), {0: sp}), tmp_path)
 
