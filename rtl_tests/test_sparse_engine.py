@@ -51,9 +51,23 @@ def sparse_layer(
     pes: int,
     index_bits: int = 4,
     lo: int | None = None,
+    weight_coding: str = "plain",
+    max_code_length: int = 16,
 ) -> SparseDensePlan:
     rq = Requant(shift, rounding, out.lo if lo is None else lo, out.hi)
-    return plan_sparse_dense(name, f"/{name}/Gemm", w, b, inp, out, rq, pes=pes, index_bits=index_bits)
+    return plan_sparse_dense(
+        name,
+        f"/{name}/Gemm",
+        w,
+        b,
+        inp,
+        out,
+        rq,
+        pes=pes,
+        index_bits=index_bits,
+        weight_coding=weight_coding,
+        max_code_length=max_code_length,
+    )
 
 
 def sparse_design(top: str, layers: list, sparse_at: dict[int, SparseDensePlan]) -> Schedule:

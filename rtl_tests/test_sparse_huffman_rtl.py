@@ -8,16 +8,17 @@ weights are skewed (a few codes dominate), so codes of many lengths cross word b
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_sparse_engine import S8, U8, simulate, single, sparse_vectors
+from test_sparse_engine import S8, U8, simulate, single, sparse_layer, sparse_vectors
 
 from hwgen.hw.plan import IntType, Requant, Schedule
 from hwgen.hw.rtl_emit import emit_rtl
 from hwgen.hw.rtl_sim import lint_verilator
-from hwgen.hw.sparse import SparseDensePlan, plan_sparse_dense, sparse_run
+from hwgen.hw.sparse import plan_sparse_dense, sparse_run
 from hwgen.numerics import Rounding
 
 pytestmark = pytest.mark.rtl
@@ -32,34 +33,8 @@ def skewed_weights(rng: np.random.Generator, m: int, k: int, density: float, lev
     return np.where(rng.random((m, k)) < density, w, 0)
 
 
-def huffman_layer(
-    name: str,
-    w: np.ndarray,
-    b: np.ndarray,
-    *,
-    inp: IntType,
-    out: IntType,
-    shift: int,
-    rounding: Rounding,
-    pes: int,
-    index_bits: int = 4,
-    max_code_length: int = 16,
-    lo: int | None = None,
-) -> SparseDensePlan:
-    rq = Requant(shift, rounding, out.lo if lo is None else lo, out.hi)
-    return plan_sparse_dense(
-        name,
-        f"/{name}/Gemm",
-        w,
-        b,
-        inp,
-        out,
-        rq,
-        pes=pes,
-        index_bits=index_bits,
-        weight_coding="huffman",
-        max_code_length=max_code_length,
-    )
+#: the sparse engine's layer builder with Huffman-coded weight streams
+huffman_layer = partial(sparse_layer, weight_coding="huffman")
 
 
 def random_huffman_design(seed: int) -> tuple[Schedule, np.ndarray]:
