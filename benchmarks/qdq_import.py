@@ -15,8 +15,10 @@ with the onnxruntime-compatible float32 requantization, and top-1 of exporter an
 Hardware: every onnxruntime QDQ model (u8 act, s8 weights) and the brevitas QONNX models go through
 `hwgen build` (integer multiplier requant), then C simulation and RTL simulation (random
 back-pressure) against the golden model on MNIST test images; the onnxruntime models also in the
-float32-requant mode (scheduled and emitted directly: `hwgen build` has no key for it), checked
-against the golden model and against onnxruntime's own output codes; a model hwgen refuses is
+float32-requant mode (scheduled and emitted from the graph, so that the C sim and RTL output codes
+themselves can be compared with onnxruntime's; `hwgen build` with `[quantize] requant_arith =
+"float32"` makes the same design, tests/frontend/test_qdq.py), checked against the golden model and
+against onnxruntime's own output codes; a model hwgen refuses is
 listed with the reason.
 
     .venv/bin/python benchmarks/qdq_import.py [--train 10000] [--test 10000] [--qonnx-images 200] [--csim 200]
@@ -317,9 +319,10 @@ def build_and_verify(model: Path, work: Path, x: np.ndarray, n_csim: int, n_rtl:
 
 
 def verify_float32(q: Graph, out: Path, x: np.ndarray, ref: np.ndarray, n_csim: int, n_rtl: int) -> dict[str, Any]:
-    """The float32-requant graph (onnxruntime's arithmetic) in hardware: scheduled and emitted as `hwgen
-    build` does (its config has no requant_arith key yet), C simulation and RTL simulation (random
-    back-pressure) compared with the golden model and with onnxruntime's own output codes."""
+    """The float32-requant graph (onnxruntime's arithmetic) in hardware, scheduled and emitted as `hwgen
+    build` with requant_arith = "float32" does; here directly, because the C simulation's and RTL
+    simulation's (random back-pressure) output codes are compared with onnxruntime's own, not only
+    with the golden model's."""
     from hwgen.config import BuildConfig
     from hwgen.errors import HwgenError
     from hwgen.hw.csim import run_csim
